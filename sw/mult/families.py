@@ -1,0 +1,1 @@
+"""Import every family module so that each registers its spec family."""
