@@ -5,5 +5,5 @@
 -56
 """
 
+from . import families  # noqa: F401  (registers every family)
 from .base import Multiplier, OperandFormat, multiplier, replace  # noqa: F401
-from . import families  # noqa: F401,E402  (registers every family)

@@ -23,7 +23,15 @@ import torch
 from ..numerics import as_int64, check_range, from_code, int_range, to_code
 from ..spec import from_spec, to_spec
 
-__all__ = ["OperandFormat", "Multiplier", "multiplier", "TABLE_MAX_BITS"]
+__all__ = [
+    "OperandFormat",
+    "Multiplier",
+    "multiplier",
+    "TABLE_MAX_BITS",
+    "check_int_param",
+    "check_bool_param",
+    "check_choice_param",
+]
 
 #: ``table()`` is offered when both operands have at most this many bits.
 TABLE_MAX_BITS = 10
@@ -85,6 +93,37 @@ class OperandFormat:
     def values(self) -> torch.Tensor:
         """Value of every code, indexed by code."""
         return self.decode(self.codes())
+
+
+def check_int_param(family: str, name: str, value, lo: int, hi: int, why: str = "") -> int:
+    """Return ``value`` if it is an integer in ``[lo, hi]``, else raise a ``ValueError`` that
+    names the family, the parameter and the allowed range (``why`` adds the reason).
+
+    >>> check_int_param("roup", "p", 5, 0, 4, "p <= n/2")
+    Traceback (most recent call last):
+    ...
+    ValueError: roup: p=5 is out of range; allowed: p in [0, 4] (p <= n/2)
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        why = f" ({why})" if why else ""
+        raise ValueError(f"{family}: {name}={value!r} is out of range; allowed: {name} in "
+                         f"[{lo}, {hi}]{why}")
+    return value
+
+
+def check_bool_param(family: str, name: str, value) -> bool:
+    """Return ``value`` as a ``bool`` (accepts ``0``/``1``), else raise ``ValueError``."""
+    if value in (0, 1) and isinstance(value, (bool, int)):
+        return bool(value)
+    raise ValueError(f"{family}: {name}={value!r} is out of range; allowed: {name} in {{0, 1}}")
+
+
+def check_choice_param(family: str, name: str, value, choices) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise ``ValueError`` listing them."""
+    if value not in choices:
+        raise ValueError(f"{family}: unknown {name}={value!r}; allowed: {name} in "
+                         f"{{{', '.join(choices)}}}")
+    return value
 
 
 class Multiplier:

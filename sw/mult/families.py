@@ -1,1 +1,3 @@
 """Import every family module so that each registers its spec family."""
+
+from . import axbxp, exact, lutna, roup, table  # noqa: F401
