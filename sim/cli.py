@@ -17,6 +17,7 @@ __all__ = ["main", "COMMAND_MODULES"]
 COMMAND_MODULES = [
     "mixpe.sw.cmd_mult",
     "mixpe.sw.cmd_format",
+    "mixpe.sim.cmd_hw",
     "mixpe.sim.cmd_demo",
 ]
 
