@@ -163,20 +163,30 @@ def cache_key(item: Item, target: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _synth_one(item: Item, target: str, key: str) -> dict:
-    """Worker: synthesize one row for one target, store the report in the cache."""
+def _synth_one(item: Item, target: str, key: str, timeout: int) -> dict:
+    """Worker: synthesize one row for one target, store the report in the cache.
+
+    A run that exceeds ``timeout`` (per tool) is cached as a failure too, so that a rerun does
+    not spend the time again (``--retry-failed`` tries it anew).
+    """
+    import subprocess
+
     from mixpe.hw.synth import synth
 
     t0 = time.perf_counter()
+    timed_out = False
     try:
-        rep = synth(item.component(), target=target, name="unit")
+        rep = synth(item.component(), target=target, name="unit", timeout=timeout)
         rep["resources"].pop("cells", None)
         rep = {"ok": True, "resources": rep["resources"], "fmax_mhz": rep["fmax_mhz"],
                "times": rep["times"], "tools": rep.get("tools")}
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        rep = {"ok": False, "error": f"timed out after {timeout} s (one tool run)"}
     except Exception as e:  # reported in the table, not fatal to the run
         rep = {"ok": False, "error": f"{type(e).__name__}: {str(e)[:400]}"}
     rep["wall_s"] = round(time.perf_counter() - t0, 1)
-    if rep["ok"]:
+    if rep["ok"] or timed_out:
         CACHE.mkdir(parents=True, exist_ok=True)
         (CACHE / f"{key}.json").write_text(json.dumps(rep, indent=1) + "\n")
     return rep
@@ -194,7 +204,8 @@ def has_hw(item: Item) -> str | None:
     return None
 
 
-def synthesize(rows: list[Item], jobs: int, log=print) -> dict:
+def synthesize(rows: list[Item], jobs: int, *, timeout: int = 600, retry_failed: bool = False,
+               log=print) -> dict:
     """``{(ident, target): report}`` from the cache or fresh synthesis (``jobs`` processes)."""
     results, todo = {}, []
     for it in rows:
@@ -205,8 +216,9 @@ def synthesize(rows: list[Item], jobs: int, log=print) -> dict:
                 continue
             key = cache_key(it, target)
             path = CACHE / f"{key}.json"
-            if path.is_file():
-                results[(it.ident, target)] = json.loads(path.read_text()) | {"cached": True}
+            cached = json.loads(path.read_text()) if path.is_file() else None
+            if cached is not None and (cached["ok"] or not retry_failed):
+                results[(it.ident, target)] = cached | {"cached": True}
             else:
                 todo.append((it, target, key))
     log(f"{len(rows)} rows × {len(TARGETS)} targets: {len(todo)} to synthesize, "
@@ -216,7 +228,8 @@ def synthesize(rows: list[Item], jobs: int, log=print) -> dict:
     ctx = multiprocessing.get_context("spawn")
     t0 = time.perf_counter()
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futs = {pool.submit(_synth_one, it, target, key): (it, target) for it, target, key in todo}
+        futs = {pool.submit(_synth_one, it, target, key, timeout): (it, target)
+                for it, target, key in todo}
         for n, fut in enumerate(cf.as_completed(futs), 1):
             it, target = futs[fut]
             rep = fut.result()
@@ -407,6 +420,11 @@ def main(argv=None) -> int:
                     help="parallel synthesis processes (default: %(default)s)")
     ap.add_argument("--only", metavar="TEXT",
                     help="only rows whose spec or family contains TEXT (plus the baselines)")
+    ap.add_argument("--timeout", type=int, default=600, metavar="S",
+                    help="limit per tool run; a row that exceeds it is reported and cached as "
+                         "not synthesized (default: %(default)s)")
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="synthesize rows again whose cached run failed or timed out")
     ap.add_argument("--no-write", action="store_true", help="do not write the results file")
     ap.add_argument("--output", type=Path, default=OUT, metavar="FILE",
                     help="results file (default: %(default)s)")
@@ -415,7 +433,7 @@ def main(argv=None) -> int:
         ap.error(f"--jobs must be at least 1, not {args.jobs}")
     t0 = time.perf_counter()
     rows = items(args.only)
-    results = synthesize(rows, args.jobs)
+    results = synthesize(rows, args.jobs, timeout=args.timeout, retry_failed=args.retry_failed)
     errs = metrics(rows)
     text, gl = report(rows, results, errs, time.perf_counter() - t0)
     print(table(rows, results, errs))

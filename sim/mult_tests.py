@@ -64,6 +64,8 @@ ENV_VECTORS = "MIXPE_SIM_VECTORS"
 MAX_EXHAUSTIVE_BITS = 20
 #: Failures listed in the result.
 MAX_FAILURES = 10
+#: Clock period of clocked units (ns).
+PERIOD_NS = 10
 
 
 def code_values(fmt, codes) -> np.ndarray:
@@ -192,7 +194,7 @@ def _reference(manifest, mode, count, seed) -> dict:
 try:
     import cocotb
     from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, Timer
+    from cocotb.triggers import ClockCycles, RisingEdge, Timer
 except ImportError:  # pragma: no cover - the helpers above work without cocotb
     cocotb = None
 
@@ -220,14 +222,19 @@ if cocotb is not None:
         for name, value in batch.get("static", {}).items():
             getattr(dut, name).value = value
         latency = manifest["latency"]
-        clocked = manifest.get("clock") is not None
-        if clocked:
-            Clock(dut.clk, 10, unit="ns").start()
+        # Combinational: 1 ns per batch. Clocked: operands are written 2 ns after a rising
+        # edge and the products read max(latency, 1) periods later, 2 ns after the
+        # latency-th rising edge: one timer per batch, not one trigger per clock edge.
+        step = 1
+        if manifest.get("clock") is not None:
+            Clock(dut.clk, PERIOD_NS, unit="ns").start()
             if manifest.get("reset"):
                 dut.rst.value = 1
                 await ClockCycles(dut.clk, 2)
                 dut.rst.value = 0
-            await FallingEdge(dut.clk)
+            await RisingEdge(dut.clk)
+            await Timer(2, unit="ns")
+            step = max(latency, 1) * PERIOD_NS
         t_setup = time.perf_counter() - t0
 
         t1 = time.perf_counter()
@@ -235,15 +242,8 @@ if cocotb is not None:
             sl = slice(start, start + lanes)
             dut.a.value = _pack(a_in[sl], wa)
             dut.b.value = _pack(b_in[sl], wb)
-            if clocked:
-                if latency:
-                    await ClockCycles(dut.clk, latency)
-                await ReadOnly()
-                got[sl] = _unpack(dut.p.value.to_unsigned(), lanes, wp, batch["signed"])
-                await FallingEdge(dut.clk)
-            else:
-                await Timer(1, unit="ns")
-                got[sl] = _unpack(dut.p.value.to_unsigned(), lanes, wp, batch["signed"])
+            await Timer(step, unit="ns")
+            got[sl] = _unpack(dut.p.value.to_unsigned(), lanes, wp, batch["signed"])
         t_sim = time.perf_counter() - t1
         got = got[:total]
 

@@ -305,8 +305,9 @@ def build_mult(cfg, *, simulator: str = "verilator", lanes: int | None = None,
                log=None) -> Build:
     """Generate and compile the batch top of the multiplier ``cfg`` (a config or a spec).
 
-    ``lanes`` defaults to :data:`DEFAULT_LANES` of the simulator, reduced so that a batch
-    never exceeds the number of operand pairs of an exhaustive run. ``component`` (a callable
+    ``lanes`` defaults to :data:`DEFAULT_LANES` of the simulator (times the latency of a
+    clocked unit), reduced so that a batch never exceeds the number of operand pairs of an
+    exhaustive run nor the lanes' Verilog :data:`LANE_BUDGET_BYTES`. ``component`` (a callable
     returning a Component) replaces ``mixpe.hw.mult.create(cfg)``, e.g. to check that the
     testbench catches a broken multiplier; give it its own ``root``, as the cache is keyed by
     config.
@@ -330,8 +331,9 @@ def build_mult(cfg, *, simulator: str = "verilator", lanes: int | None = None,
         unit_text = (Path(tmp) / f"{name}.v").read_text()
     if lanes is None:
         pairs = 1 << (cfg.a_format.bits + cfg.b_format.bits)
-        lanes = max(1, min(DEFAULT_LANES[simulator], pairs,
-                           LANE_BUDGET_BYTES // max(len(unit_text), 1)))
+        # a clocked unit costs latency cycles per batch: more lanes, fewer batches
+        want = DEFAULT_LANES[simulator] * max(1, manifest["latency"])
+        lanes = max(1, min(want, pairs, LANE_BUDGET_BYTES // max(len(unit_text), 1)))
     text, geometry = batch_verilog(manifest, lanes)
     geometry["static"] = table_inputs_of(component)
     manifest["extra"] = {"batch": geometry}

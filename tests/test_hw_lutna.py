@@ -18,7 +18,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.sim import Simulator
 from mixpe.hw.mult import create, hw_class, latency_of, table_inputs_of
-from mixpe.hw.mult.lutna import LutNaMultiplier, product_rom_init
+from mixpe.hw.mult.lutna import LutNaMac, LutNaMultiplier, product_rom_init
 from mixpe.sw.mult import multiplier
 from mixpe.sw.mult.catalog import SHIPPED
 
@@ -30,7 +30,7 @@ LUTNA_SHIPPED = [s for s in SHIPPED if s.split(":")[0] == "lutna"]
 def _simulate(dut, pairs):
     """Products for operand-code ``pairs``; ``split=act`` loads each new weight first."""
     got = []
-    stats = {"loads": 0, "load_cycles": []}
+    stats = {"loads": 0}
 
     async def bench(ctx):
         w = None
@@ -40,12 +40,8 @@ def _simulate(dut, pairs):
                 ctx.set(dut.load, 1)
                 await ctx.tick()
                 ctx.set(dut.load, 0)
-                cycles = 1
-                while ctx.get(dut.busy):
-                    await ctx.tick()
-                    cycles += 1
+                await ctx.tick().repeat(dut.load_cycles - 1)
                 stats["loads"] += 1
-                stats["load_cycles"].append(cycles)
                 w = b
             ctx.set(dut.a, a)
             ctx.set(dut.b, b)
@@ -111,7 +107,7 @@ class LutNaMultiplierTestCase(unittest.TestCase):
                 self.assertEqual(got, [want])
 
     def test_programmable_lut_load_protocol(self):
-        """``busy`` lasts 2^c - 1 cycles; the LUT holds |w|·k; the weight stays put."""
+        """A load takes 2^c - 1 write cycles; the LUT holds |w|·k; the weight stays put."""
         dut = LutNaMultiplier(split="act")
         self.assertEqual(latency_of(dut), 32)
         self.assertEqual(table_inputs_of(dut), {"load": 1})
@@ -120,14 +116,15 @@ class LutNaMultiplierTestCase(unittest.TestCase):
         async def bench(ctx):
             ctx.set(dut.b, 256 | 94)  # -94
             ctx.set(dut.load, 1)
-            self.assertEqual(ctx.get(dut.busy), 0)
+            self.assertEqual(ctx.get(dut._busy), 0)
             await ctx.tick()
-            ctx.set(dut.load, 0)
-            ctx.set(dut.b, 5)  # ignored until the next load
+            ctx.set(dut.b, 5)  # a load while one is in progress is ignored
             busy = 0
-            while ctx.get(dut.busy):
+            while ctx.get(dut._busy):
                 busy += 1
                 await ctx.tick()
+            ctx.set(dut.load, 0)
+            await ctx.tick()
             trace["busy"] = busy
             mem = dut._lut_w
             trace["lut"] = [ctx.get(mem.data[k]) for k in range(16)]
@@ -142,6 +139,7 @@ class LutNaMultiplierTestCase(unittest.TestCase):
         sim.add_testbench(bench)
         sim.run()
         self.assertEqual(trace["busy"], 15)
+        self.assertEqual(dut.load_cycles, 16)
         self.assertEqual(trace["lut"], [94 * k for k in range(16)])
         self.assertEqual(trace["p"], [-94 * a for a in range(256)])
 
@@ -155,7 +153,7 @@ class LutNaMultiplierTestCase(unittest.TestCase):
         self.assertEqual(latency_of(dut), 0)
         act = LutNaMultiplier(split="act")
         self.assertIn("load", act.signature.members)
-        self.assertIn("busy", act.signature.members)
+        self.assertEqual(set(act.signature.members), {"a", "b", "p", "load"})
         self.assertIs(hw_class("lutna"), LutNaMultiplier)
         self.assertEqual(create("lutna:drop=0.0+0.1").config, multiplier("lutna:drop=0.0+0.1"))
         self.assertEqual(LutNaMultiplier(drop="1.0").config.drop, ((1, 0),))
@@ -198,6 +196,66 @@ class LutNaStructureTestCase(unittest.TestCase):
         """split=act: one read port per kept activation chunk (n/c look-ups)."""
         self.assertEqual(len(create("lutna:split=act").luts), 2)
         self.assertEqual(len(create("lutna:split=act,c=2,tau=1").luts), 3)
+
+
+class LutNaMacTestCase(unittest.TestCase):
+    """The MAC tile against the sw emulator (``matmul`` with wrap-around accumulation)."""
+
+    def _run(self, acc_bits=20, cycles=12, **params):
+        import torch
+        from mixpe.sw.emulate import matmul
+
+        dut = LutNaMac(lanes=4, acc_bits=acc_bits, **params)
+        cfg = dut.config
+        rng = random.Random(4)
+        na, nb = cfg.a_format.bits, cfg.b_format.bits
+        weights = [rng.getrandbits(nb) for _ in range(4)]
+        acts = [[rng.getrandbits(na) for _ in range(4)] for _ in range(cycles)]
+        acts[0] = [(1 << na) - 1] * 4  # a corner: the largest products
+        got = {}
+
+        async def bench(ctx):
+            ctx.set(dut.b, weights)
+            if cfg.split == "act":
+                ctx.set(dut.load, 1)
+                await ctx.tick()
+                ctx.set(dut.load, 0)
+                await ctx.tick().repeat(dut.load_cycles - 1)
+            ctx.set(dut.en, 1)
+            ctx.set(dut.clr, 1)
+            for k, row in enumerate(acts):
+                ctx.set(dut.a, row)
+                await ctx.tick()
+                ctx.set(dut.clr, 0)
+            ctx.set(dut.en, 0)
+            await ctx.tick()
+            got["acc"] = ctx.get(dut.acc)
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-6)
+        sim.add_testbench(bench)
+        sim.run()
+        a = cfg.a_format.decode(torch.tensor(acts)).reshape(1, -1)
+        w = cfg.b_format.decode(torch.tensor(weights)).repeat(cycles).reshape(-1, 1)
+        want = int(matmul(a, w, cfg, acc_bits=acc_bits)[0, 0])
+        self.assertEqual(got["acc"], want)
+        return want
+
+    def test_mac_both(self):
+        self._run()
+        self._run(drop=((0, 0),), acc_bits=17, cycles=30)  # wraps
+
+    def test_mac_act(self):
+        self._run(split="act", trunc=4)
+        self._run(split="act", acc_bits=18, cycles=40)
+
+    def test_mac_errors(self):
+        with self.assertRaisesRegex(ValueError, "lanes=0"):
+            LutNaMac(lanes=0)
+        with self.assertRaisesRegex(ValueError, "acc_bits=8"):
+            LutNaMac(acc_bits=8)
+        with self.assertRaisesRegex(ValueError, "c=3"):
+            LutNaMac(c=3)
 
 
 @pytest.mark.slow

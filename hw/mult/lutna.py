@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from amaranth import hdl
 from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import memory, wiring
+from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 from mixpe.sw.mult.lutna import LutNaMultiplier as _SwLutNa
 
@@ -85,13 +85,18 @@ class LutNaMultiplier(wiring.Component):
         Product, equal to ``config.mul_codes(a, b)`` (``split="act"``: with the weight last
         loaded).
     load : In(1)
-        ``split="act"`` only: start loading the weight on ``b`` (taken when ``busy`` is low).
-    busy : Out(1)
-        ``split="act"`` only: high while the LUT is being written (``2^c - 1`` cycles after
-        the cycle ``load`` is taken); ``p`` is valid for the new weight when it falls.
+        ``split="act"`` only: load the weight on ``b``. A load is taken on a rising edge where
+        ``load`` is high and no load is in progress; the LUT is then written on the next
+        ``2^c - 1`` edges (entries 1 … 2^c-1; entry 0 is always 0), so ``p`` uses the new
+        weight after ``load_cycles = 2^c`` rising edges, counting the one that takes the load.
+        A ``load`` in that window is ignored, and ``b`` is not looked at outside the taking
+        edge. (Fixed timing rather than a ``busy`` output: the generic batch testbench
+        accepts no output besides ``p``.)
 
     Attributes
     ----------
+    load_cycles : int
+        ``split="act"``: clock edges from a taken load until ``p`` uses the new weight.
     latency : int
         0 for ``split="both"``. For ``split="act"``: with ``load`` held high, the number of
         clock cycles after which ``p`` is valid for a new ``b`` in the worst case
@@ -116,7 +121,7 @@ class LutNaMultiplier(wiring.Component):
         }
         if cfg.split == "act":
             members["load"] = In(1)
-            members["busy"] = Out(1)
+            self.load_cycles = 1 << cfg.c
             self.latency = 2 << cfg.c
             self.table_inputs = {"load": 1}
         else:
@@ -137,59 +142,175 @@ class LutNaMultiplier(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        c, t = cfg.c, cfg.trunc
-        mag_bits = cfg.nb - 1
-        sign = self.b[mag_bits]
-        a_chunk = [self.a[c * i: c * (i + 1)] for i in range(cfg.a_chunks)]
+        fill = _LoadSequencer(m, cfg.c, self.load) if cfg.split == "act" else None
+        if fill is not None:
+            self._busy = fill.busy
+        terms, sign = _lane_lookups(m, cfg, self.a, self.b, fill, "")
+        if fill is not None:
+            self._lut_w = m.submodules.lut_w
         # |b| < 2^(nb-1) and a < 2^n: the magnitude sum fits in n + nb - 1 bits
-        acc = ColumnSum(width=cfg.n + mag_bits)
-
-        if cfg.split == "both":
-            init = product_rom_init(c, t)
-            for p, q in (cfg.terms if 2 * c > t else ()):  # trunc = 2c: every entry is 0
-                rom = memory.Memory(shape=2 * c - t, depth=1 << (2 * c), init=init)
-                m.submodules[f"lut_{p}_{q}"] = rom
-                port = rom.read_port(domain="comb")
-                m.d.comb += port.addr.eq(Cat(self.b[c * q: c * (q + 1)], a_chunk[p]))
-                acc.add_unsigned(c * (p + q) + t, list(port.data))
-            neg_sign = sign
-        else:
-            ebits = c + mag_bits - t
-            lut = memory.Memory(shape=max(ebits, 1), depth=1 << c, init=[0] * (1 << c))
-            self._lut_w = lut  # the last elaborated LUT (tests peek at its rows)
-            m.submodules.lut_w = lut
-            wr = lut.write_port()
-            ports = {p: lut.read_port(domain="comb") for p, _ in cfg.terms if ebits > 0}
-            w_mag = Signal(mag_bits)
-            w_sign = Signal()
-            run = Signal(c + mag_bits)        # running multiple k·|w|
-            k = Signal(c)
-            m.d.comb += [
-                wr.addr.eq(k),
-                wr.data.eq(run[t:]),
-                wr.en.eq(self.busy),
-            ]
-            with m.If(self.busy):
-                m.d.sync += [run.eq(run + w_mag), k.eq(k + 1)]
-                with m.If(k == (1 << c) - 1):
-                    m.d.sync += self.busy.eq(0)
-            with m.Elif(self.load):
-                # LUT_w[0] = 0 stays as initialised; entries 1 … 2^c-1 follow, one per cycle
-                m.d.sync += [
-                    w_mag.eq(self.b[:mag_bits]),
-                    w_sign.eq(sign),
-                    run.eq(self.b[:mag_bits]),
-                    k.eq(1),
-                    self.busy.eq(1),
-                ]
-            for p, port in ports.items():
-                m.d.comb += port.addr.eq(a_chunk[p])
-                acc.add_unsigned(c * p + t, list(port.data))
-            neg_sign = w_sign
-
-        mag = Signal(cfg.n + mag_bits)
+        acc = ColumnSum(width=cfg.n + cfg.nb - 1)
+        for col, data in terms:
+            acc.add_unsigned(col, list(data))
+        mag = Signal(cfg.n + cfg.nb - 1)
         m.d.comb += mag.eq(acc.elaborate(m, name="acc"))
         # sign-magnitude -> two's complement: (M ^ s…s) + s, one adder
-        m.d.comb += self.p.eq(Mux(neg_sign, -mag, mag))
+        m.d.comb += self.p.eq(Mux(sign, -mag, mag))
         return m
 
+
+class _LoadSequencer:
+    """Shared write sequencer of programmable LUTs: a load taken when ``load`` is high and
+    ``busy`` low writes entries ``k = 1 … 2^c-1``, one per cycle."""
+
+    def __init__(self, m, c, load):
+        self.busy = Signal(name="busy")
+        self.k = Signal(c, name="k")
+        self.take = Signal(name="take")
+        m.d.comb += self.take.eq(load & ~self.busy)
+        with m.If(self.busy):
+            m.d.sync += self.k.eq(self.k + 1)
+            with m.If(self.k == (1 << c) - 1):
+                m.d.sync += self.busy.eq(0)
+        with m.Elif(self.take):
+            m.d.sync += [self.k.eq(1), self.busy.eq(1)]
+
+
+def _lane_lookups(m, cfg, a, b, fill, suffix):
+    """Build one lane's look-ups; return ``([(column, unsigned data)], sign)``.
+
+    ``split="both"``: a product ROM per kept term; ``split="act"``: the lane's programmable
+    LUT (written under the shared ``fill`` sequencer) with a read port per kept term.
+    """
+    c, t = cfg.c, cfg.trunc
+    mag_bits = cfg.nb - 1
+    a_chunk = [a[c * i: c * (i + 1)] for i in range(cfg.a_chunks)]
+    terms = []
+    if cfg.split == "both":
+        init = product_rom_init(c, t)
+        for p, q in (cfg.terms if 2 * c > t else ()):  # trunc = 2c: every entry is 0
+            rom = memory.Memory(shape=2 * c - t, depth=1 << (2 * c), init=init)
+            m.submodules[f"lut{suffix}_{p}_{q}"] = rom
+            port = rom.read_port(domain="comb")
+            m.d.comb += port.addr.eq(Cat(b[c * q: c * (q + 1)], a_chunk[p]))
+            terms.append((c * (p + q) + t, port.data))
+        return terms, b[mag_bits]
+    ebits = c + mag_bits - t
+    lut = memory.Memory(shape=max(ebits, 1), depth=1 << c, init=[0] * (1 << c))
+    m.submodules[f"lut_w{suffix}"] = lut
+    wr = lut.write_port()
+    w_mag = Signal(mag_bits, name=f"w_mag{suffix}")
+    w_sign = Signal(name=f"w_sign{suffix}")
+    run = Signal(c + mag_bits, name=f"run{suffix}")  # running multiple k·|w|: one adder
+    m.d.comb += [wr.addr.eq(fill.k), wr.data.eq(run[t:]), wr.en.eq(fill.busy)]
+    with m.If(fill.busy):
+        m.d.sync += run.eq(run + w_mag)
+    with m.Elif(fill.take):
+        # LUT_w[0] = 0 stays as initialised; LUT_w[1] = |w| is written next
+        m.d.sync += [w_mag.eq(b[:mag_bits]), w_sign.eq(b[mag_bits]), run.eq(b[:mag_bits])]
+    for p, _ in (cfg.terms if ebits > 0 else ()):
+        port = lut.read_port(domain="comb")
+        m.d.comb += port.addr.eq(a_chunk[p])
+        terms.append((c * p + t, port.data))
+    return terms, w_sign
+
+
+class LutNaMac(wiring.Component):
+    """LUT-NA MAC tile: a ``lanes``-term dot product of LUT-NA products, accumulated.
+
+    Every lane has the look-ups of :class:`LutNaMultiplier` (product ROMs or a programmable
+    per-weight LUT); instead of negating each lane's product, the weight sign is folded into
+    one adder tree (:class:`~mixpe.hw.mult.roup.ColumnSum`) over all lanes' look-up words and
+    the accumulator: a lane with sign ``s`` contributes each word ``d`` at column ``k`` as the
+    signed row ``{s, d ^ s…s}`` plus the bit ``s`` at column ``k`` (``-d = ~d + 1``), so
+
+        acc' = wrap_{acc_bits}((0 if clr else acc) + Σ_lanes (-1)^{s_l} Σ_terms d·2^k).
+
+    Parameters
+    ----------
+    lanes : int
+        Products per cycle (dot-product length).
+    acc_bits : int
+        Accumulator width (two's complement, wraps).
+    n, nb, c, split, drop, tau, trunc :
+        The LUT-NA configuration of every lane (see :class:`LutNaMultiplier`).
+
+    Members
+    -------
+    a : In(ArrayLayout(n, lanes))
+        Activation codes.
+    b : In(ArrayLayout(nb, lanes))
+        Weight codes (``split="act"``: sampled by ``load``).
+    load : In(1)
+        ``split="act"`` only: load all lanes' weights (same timing as
+        :class:`LutNaMultiplier`, ``load_cycles = 2^c``).
+    en : In(1)
+        Accumulate this cycle's dot product.
+    clr : In(1)
+        With ``en``: start a new sum (``acc' = dot``); without: clear.
+    acc : Out(signed(acc_bits))
+        The accumulator (registered; one cycle after ``en``).
+    """
+
+    def __init__(self, *, lanes=4, acc_bits=32, n=8, nb=9, c=4, split="both", drop=(), tau=0,
+                 trunc=0):
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+            raise ValueError(f"lanes={lanes!r} must be a positive integer")
+        if isinstance(drop, str):
+            from mixpe.sw.mult.lutna import parse_terms
+
+            drop = parse_terms(drop)
+        self._config = _SwLutNa(n=n, nb=nb, c=c, split=split, drop=drop, tau=tau, trunc=trunc)
+        cfg = self._config
+        if isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or \
+                not cfg.out_bits <= acc_bits <= 64:
+            raise ValueError(f"acc_bits={acc_bits!r} must be an integer in "
+                             f"[{cfg.out_bits}, 64] (at least one product)")
+        self._lanes, self._acc_bits = lanes, acc_bits
+        members = {
+            "a": In(data.ArrayLayout(cfg.n, lanes)),
+            "b": In(data.ArrayLayout(cfg.nb, lanes)),
+            "en": In(1),
+            "clr": In(1),
+            "acc": Out(hdl.signed(acc_bits)),
+        }
+        if cfg.split == "act":
+            members["load"] = In(1)
+            self.load_cycles = 1 << cfg.c
+        super().__init__(members)
+
+    @property
+    def config(self) -> _SwLutNa:
+        """The sw twin of one lane's multiplier."""
+        return self._config
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @property
+    def acc_bits(self) -> int:
+        return self._acc_bits
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, W = self._config, self._acc_bits
+        fill = _LoadSequencer(m, cfg.c, self.load) if cfg.split == "act" else None
+        tree = ColumnSum(width=W)
+        for lane in range(self._lanes):
+            terms, sign = _lane_lookups(m, cfg, self.a[lane], self.b[lane], fill, f"_{lane}")
+            for col, d in terms:
+                if col >= W:
+                    continue
+                tree.add_signed(col, list(d ^ sign.replicate(len(d))) + [sign])
+                tree.add_bit(col, sign)
+        held = Signal(W)
+        m.d.comb += held.eq(Mux(self.clr, 0, self.acc))
+        tree.add_signed(0, list(held))
+        total = Signal(W)
+        m.d.comb += total.eq(tree.elaborate(m, name="mac"))
+        with m.If(self.en):
+            m.d.sync += self.acc.eq(total)
+        with m.Elif(self.clr):
+            m.d.sync += self.acc.eq(0)
+        return m

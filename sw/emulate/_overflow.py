@@ -59,6 +59,9 @@ def unsafe_outputs(alpha_a: torch.Tensor, beta_b: torch.Tensor, bias, acc_bits: 
         bound = bound * _MARGIN + 1.0
         return (bias_f + bound > room_hi) | (bias_f - bound < room_lo)
 
+    if alpha_a.shape[1] == 0:
+        # K = 0: nothing is added, and the start value (bias) is checked to be in range
+        return torch.zeros(alpha_a.shape[0], beta_b.shape[1], dtype=torch.bool)
     row = alpha_a.sum(1, keepdim=True) * beta_b.amax(0, keepdim=True)
     col = alpha_a.amax(1, keepdim=True) * beta_b.sum(0, keepdim=True)
     unsafe = check(torch.minimum(row, col))

@@ -1,3 +1,3 @@
 """Import every family module so that each registers its spec family."""
 
-from . import axbxp, exact, lutna, roup, table  # noqa: F401
+from . import axbxp, exact, lutna, roup, table, variants  # noqa: F401
