@@ -7,7 +7,7 @@ STAMP := $(VENV)/.mixpe-installed
 # pytest workers: the reference machine has 2 cores
 JOBS ?= 2
 
-.PHONY: setup test demo bench lint clean sysdeps
+.PHONY: setup test test-core demo bench lint clean sysdeps
 
 setup: $(STAMP)
 
@@ -26,13 +26,20 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(JOBS) --dist loadgroup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(JOBS) --dist loadgroup --ignore=sim/test_core.py
+
+# The accelerator core's cocotb suite (issue 4, in progress): one large Verilator model.
+test-core: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q sim/test_core.py
 
 demo: setup
 	$(VENV)/bin/mixpe demo
 
 bench: setup
-	$(PY) bench/emulation.py
+	# -P: bench/array.py must not shadow the standard library module of that name
+	$(PY) -P bench/emulation.py
+	$(PY) -P bench/pe_cost.py
+	$(PY) -P bench/array.py
 
 lint: setup
 	$(VENV)/bin/ruff check hw sw sim boards tests bench

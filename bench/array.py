@@ -35,16 +35,28 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-# this file is named like the stdlib module ``array`` (which sympy, under torch, imports):
-# keep the script's own directory off the import path
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if __name__ == "array":
+    # This file shadows the standard library's ``array`` for every script run from bench/
+    # (its directory is sys.path[0]; socket, sympy, ... import ``array``): put the real
+    # module in its place (the rest of this file only defines functions).
+    import importlib.machinery
+    import importlib.util
 
-import torch  # noqa: E402
+    _path = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+    _spec = importlib.machinery.PathFinder.find_spec("array", _path)
+    if _spec is None:
+        raise ImportError("the standard library module 'array' was not found")
+    _mod = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_mod)
+    sys.modules["array"] = _mod
+else:
+    # run as a script: keep its own directory off the import path from here on
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import time  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "array.md"
 GOALS = {"gemm": 0.90, "conv": 0.75}
@@ -52,6 +64,8 @@ GOALS = {"gemm": 0.90, "conv": 0.75}
 
 def layers(cfg):
     """``[(key, title, program, reference output, ideal MAC-cycles)]``."""
+    import torch
+
     from mixpe.sim.test_core import _emulate_conv, _emulate_gemm, _rand_requant
     from mixpe.sw.compiler import compile_conv2d, compile_gemm
 
@@ -75,6 +89,9 @@ def layers(cfg):
 
 
 def main() -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
     from mixpe.sim.test_core import CoreJob, run_jobs
     from mixpe.sw.core_config import CORE_PRESETS
 

@@ -32,6 +32,15 @@ generated Verilog, the target and the tool versions, so a rerun only synthesizes
 
 from __future__ import annotations
 
+import os
+import sys
+
+# ruff: noqa: E402  (the imports below must come after this sys.path fix)
+# Run as a script, Python puts bench/ first on sys.path, where a sibling bench module (e.g.
+# bench/array.py) would shadow a standard-library module of the same name.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
 import argparse
 import concurrent.futures as cf
 import dataclasses
@@ -39,7 +48,6 @@ import hashlib
 import importlib.metadata
 import json
 import multiprocessing
-import sys
 import time
 from pathlib import Path
 

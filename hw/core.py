@@ -24,11 +24,12 @@ Structure
   when the unit takes it and the instruction's dependencies hold (table below). One
   instruction per cycle at best.
 * **LoadUnit** (LOAD): assembles rows from 32-bit ``i_stream`` words (least significant
-  word first, :func:`mixpe.sw.isa.pack_rows`) and offers them on its ``w_stream``; one word
-  per cycle, rows of one word included.
+  word first, :func:`mixpe.sw.isa.pack_rows`) and offers each on its ``w_stream`` in the
+  cycle of its last word; one word per cycle, rows of one word included.
 * **StoreUnit** (STORE): requests rows (``rd_req`` stream; the row is on ``rd_data`` the
-  next cycle), queues up to three in a row FIFO and sends them word by word on ``o_stream``;
-  ``mem = cnt`` reads the counter bank (two words per counter).
+  next cycle) and sends them word by word on ``o_stream``: asp/acc rows straight from its own
+  read ports (which hold the row; one word per cycle, no gaps), wsp/qsp rows and counters
+  (``mem = cnt``, two words per counter) through a row register (one idle cycle per row).
 * **PreloadUnit** (PRELOAD): reads the select row (``sel_en``) and then the weight rows
   ``k = R-1 … 0`` from wsp and sends ``R`` beats on the array's ``preload`` stream; rows
   ``k >= k_rows`` are sent as the *zero code* (the code of value 0) without a read.
@@ -40,7 +41,8 @@ Structure
   the product is 0 for every shipped multiplier: checked at construction), so disabled rows
   add nothing. REQUANT first reads the ``min(R, C)`` qsp rows of its channels, then streams
   one acc row per cycle through ``min(R, C)`` :class:`~mixpe.hw.requant.Requantizer` s and
-  writes one asp row per cycle.
+  writes one asp row per cycle (``requant_lanes=1``: a single requantizer, one element per
+  cycle, for small FPGAs).
 
 Memory ports (all synchronous: the row of an address presented with ``en`` in cycle ``T`` is
 on ``data`` in ``T + 1`` and holds while ``en`` is low)
@@ -48,7 +50,9 @@ on ``data`` in ``T + 1`` and holds while ``en`` is low)
 ====  =====================================  ==========================================
 mem   read ports                             write port (priority first)
 ====  =====================================  ==========================================
-imem  dispatcher                             host (``imem_*``, while not ``busy``)
+imem  dispatcher (one address for both        host (``imem_*``, ignored while ``busy``)
+      ports, no read while writing: a
+      single-port RAM, e.g. iCE40 SPRAM)
 wsp   PreloadUnit, else StoreUnit            LoadUnit
 asp   ExecuteUnit (COMPUTE); StoreUnit (own  ExecuteUnit (REQUANT), LoadUnit
       port, the memory is duplicated)
@@ -91,16 +95,18 @@ Timing (cycles; ``lat`` = :func:`mixpe.hw.array.latency`, R/C array rows/columns
 ---------------------------------------------------------------------------------
 * dispatch: one instruction per cycle; ``start`` → first dispatch 2 cycles (``Fetch``).
 * LOAD: words are taken from the cycle after dispatch, one per cycle.
-* STORE: first word on ``o_stream`` 3 cycles after dispatch (request, read, FIFO), then one
-  word per cycle.
+* STORE: first word on ``o_stream`` 2 cycles after dispatch (request, read), then one word per
+  cycle (asp/acc; wsp/qsp/cnt rows take ``words + 1`` cycles each).
 * PRELOAD: first beat 2 cycles after dispatch (3 with ``sel_en``), then one per cycle as the
   array takes them (after a swap the array blocks preload beats for ``swap_wave`` cycles).
 * COMPUTE: first row enters the array 2 cycles after dispatch, then one row per cycle; the
   next COMPUTE dispatches the cycle after the last row left stage A (one idle cycle between
   COMPUTEs); results are written to acc ``lat`` cycles after their row entered.
-* REQUANT: ``min(R, C) + 1`` cycles of parameter reads, then one row per cycle, last asp row
-  written ``latency_requant + 2`` cycles after its acc read (``latency_requant`` =
-  :data:`mixpe.hw.requant.REQUANT_LATENCY`).
+* REQUANT (``requant_lanes = min(R, C)``, the default): ``min(R, C) + 1`` cycles of parameter
+  reads, then one row per cycle, last asp row written ``latency_requant + 2`` cycles after its
+  acc read (``latency_requant`` = :data:`mixpe.hw.requant.REQUANT_LATENCY`). With
+  ``requant_lanes = 1``: no parameter phase, ``min(R, C)`` cycles per row (one element and its
+  qsp row per cycle).
 * FENCE/END: dispatch the cycle after everything is idle; ``done`` rises the cycle after END.
 
 Performance counters (``STORE mem=cnt``, :data:`mixpe.sw.isa.COUNTERS`; reset by ``start``)
@@ -128,7 +134,7 @@ from __future__ import annotations
 import types
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, enum, fifo, memory, stream, wiring
+from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 from amaranth.utils import ceil_log2
 from mixpe.sw import isa
@@ -243,10 +249,11 @@ class LoadUnit(wiring.Component):
     i_stream : In(stream.Signature(32))
         The words, least significant word of a row first.
     w_stream : Out(stream.Signature({mem, addr, data}))
-        Complete rows (``data``: ``row_words × 32`` bits, the row in the low bits); the core
-        writes a row in the cycle it accepts it.
+        A complete row (``data``: ``row_words × 32`` bits, the row in the low bits), valid in
+        the cycle its last word is on ``i_stream``; the core writes it in the cycle it accepts
+        it, and the last word is taken only then (no row register).
     busy : Out(1)
-        A LOAD is in progress (words to take or a row to write).
+        A LOAD is in progress.
     stall : Out(1)
         The unit wants a word and ``i_stream.valid`` is low.
     """
@@ -268,50 +275,38 @@ class LoadUnit(wiring.Component):
         W = self._max_words
         mem = Signal(MemSel)
         addr = Signal(_A)
-        left = Signal(_ROW_BITS)     # rows still to assemble
+        left = Signal(_ROW_BITS)      # rows still to take
         k = Signal(range(max(W, 2)))  # word index within the row
-        buf = Signal(32 * W)
-        pend = Signal()              # w_stream holds a row
-        pend_mem = Signal(MemSel)
-        pend_addr = Signal(_A)
-        pend_data = Signal(32 * W)
+        buf = Signal(32 * max(W - 1, 1))  # the row's earlier words
         words = Signal(range(W + 1))
         with m.Switch(mem):
             for ms, w in self._row_words.items():
                 with m.Case(ms):
                     m.d.comb += words.eq(w)
-
         i, o = self.i_stream, self.w_stream
         last = Signal()
-        take = Signal()
+        row = Signal(32 * W)
         m.d.comb += [
-            o.valid.eq(pend),
-            o.payload.mem.eq(pend_mem),
-            o.payload.addr.eq(pend_addr),
-            o.payload.data.eq(pend_data),
             last.eq(k == words - 1),
-            # the last word of a row needs the row register free (or freeing now)
-            i.ready.eq((left != 0) & (~last | ~pend | o.ready)),
-            take.eq(i.valid & i.ready),
-            self.busy.eq((left != 0) | pend),
-            self.stall.eq((left != 0) & ~(last & pend & ~o.ready) & ~i.valid),
-            self.cmd.ready.eq(~self.busy),
+            row.eq(buf),
+            row.word_select(k, 32).eq(i.payload),
+            o.valid.eq((left != 0) & last & i.valid),
+            o.payload.mem.eq(mem),
+            o.payload.addr.eq(addr),
+            o.payload.data.eq(row),
+            i.ready.eq((left != 0) & (~last | o.ready)),
+            self.busy.eq(left != 0),
+            self.stall.eq((left != 0) & ~i.valid),
+            self.cmd.ready.eq(left == 0),
         ]
-        with m.If(pend & o.ready):
-            m.d.sync += pend.eq(0)
-        with m.If(take):
+        with m.If(i.valid & i.ready):
             with m.If(last):
-                m.d.sync += [
-                    pend.eq(1), pend_mem.eq(mem), pend_addr.eq(addr),
-                    pend_data.eq(buf),
-                    pend_data.word_select(k, 32).eq(i.payload),
-                    addr.eq(addr + 1), left.eq(left - 1), k.eq(0),
-                ]
+                m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), k.eq(0)]
             with m.Else():
                 m.d.sync += [buf.word_select(k, 32).eq(i.payload), k.eq(k + 1)]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [mem.eq(self.cmd.payload.mem), addr.eq(self.cmd.payload.addr),
-                         left.eq(self.cmd.payload.rows), k.eq(0), buf.eq(0)]
+                         left.eq(self.cmd.payload.rows), k.eq(0)]
         return m
 
 
@@ -324,6 +319,11 @@ class StoreUnit(wiring.Component):
     ----------
     row_words : dict
         Stream words per row of each :class:`MemSel` (``cnt``: 2).
+    held : tuple of MemSel
+        Memories whose ``rd_data`` stays valid until the next request (a read port of the
+        StoreUnit's own): their words are sent straight from ``rd_data``, one per cycle
+        without gaps between rows. The others are copied into a row register first (one idle
+        cycle per row).
 
     Members
     -------
@@ -331,7 +331,8 @@ class StoreUnit(wiring.Component):
         ``{mem, addr, rows}``; taken when the unit is idle.
     rd_req : Out(stream.Signature({mem, addr}))
         Row read requests; the row of a request accepted in cycle ``T`` must be on
-        ``rd_data`` in cycle ``T + 1`` (low bits).
+        ``rd_data`` in cycle ``T + 1`` (low bits; for ``held`` memories until the next
+        request).
     rd_data : In(row_words_max × 32)
     o_stream : Out(stream.Signature(32))
     busy : Out(1)
@@ -341,11 +342,12 @@ class StoreUnit(wiring.Component):
         overwrite them yet.
     """
 
-    FIFO_DEPTH = 3
-
-    def __init__(self, *, row_words: dict):
+    def __init__(self, *, row_words: dict, held=(MemSel.ASP, MemSel.ACC)):
         self._row_words = {_memsel(k): int(v) for k, v in row_words.items()}
         self._max_words = max(self._row_words.values())
+        self._held = tuple(_memsel(h) for h in held)
+        copied = [w for ms, w in self._row_words.items() if ms not in self._held]
+        self._cap_words = max(copied, default=1)
         super().__init__({
             "cmd": In(stream.Signature(_STORE)),
             "rd_req": Out(stream.Signature(data.StructLayout({"mem": MemSel, "addr": _A}))),
@@ -358,37 +360,32 @@ class StoreUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         W = self._max_words
-        m.submodules.rows = q = fifo.SyncFIFO(width=32 * W, depth=self.FIFO_DEPTH)
         mem = Signal(MemSel)
         addr = Signal(_A + 1)
         end = Signal(_A + 2)
         left = Signal(_ROW_BITS)
-        inflight = Signal()
+        emit = Signal()               # a row is being sent
+        pend = Signal()               # a copied memory's row is on rd_data this cycle
         k = Signal(range(max(W, 2)))
+        cap = Signal(32 * self._cap_words)
         words = Signal(range(W + 1))
+        held = Signal()
         with m.Switch(mem):
             for ms, w in self._row_words.items():
                 with m.Case(ms):
-                    m.d.comb += words.eq(w)
-        req = self.rd_req
+                    m.d.comb += [words.eq(w), held.eq(int(ms in self._held))]
+        o, req = self.o_stream, self.rd_req
+        last = Signal()
+        row_done = Signal()
         m.d.comb += [
-            req.valid.eq((left != 0) & (q.level + inflight < self.FIFO_DEPTH)),
+            o.valid.eq(emit),
+            o.payload.eq(Mux(held, self.rd_data, cap).word_select(k, 32)),
+            last.eq(k == words - 1),
+            row_done.eq(o.valid & o.ready & last),
+            req.valid.eq((left != 0) & ~pend & (~emit | (held & row_done))),
             req.payload.mem.eq(mem),
             req.payload.addr.eq(addr),
-            q.w_en.eq(inflight),
-            q.w_data.eq(self.rd_data),
-        ]
-        m.d.sync += inflight.eq(req.valid & req.ready)
-        with m.If(req.valid & req.ready):
-            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
-        o = self.o_stream
-        last = Signal()
-        m.d.comb += [
-            o.valid.eq(q.r_rdy),
-            o.payload.eq(q.r_data.word_select(k, 32)),
-            last.eq(k == words - 1),
-            q.r_en.eq(o.valid & o.ready & last),
-            self.busy.eq((left != 0) | inflight | q.r_rdy),
+            self.busy.eq((left != 0) | emit | pend),
             self.cmd.ready.eq(~self.busy),
             self.war.active.eq(left != 0),
             self.war.mem.eq(mem),
@@ -396,7 +393,18 @@ class StoreUnit(wiring.Component):
             self.war.end.eq(end),
         ]
         with m.If(o.valid & o.ready):
-            m.d.sync += k.eq(Mux(last, 0, k + 1))
+            m.d.sync += k.eq(k + 1)
+        with m.If(row_done):
+            m.d.sync += [emit.eq(0), k.eq(0)]
+        m.d.sync += pend.eq(0)
+        with m.If(pend):  # copy the row; send it from the next cycle
+            m.d.sync += [cap.eq(self.rd_data), emit.eq(1), k.eq(0)]
+        with m.If(req.valid & req.ready):
+            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
+            with m.If(held):
+                m.d.sync += [emit.eq(1), k.eq(0)]
+            with m.Else():
+                m.d.sync += pend.eq(1)
         with m.If(self.cmd.valid & self.cmd.ready):
             p = self.cmd.payload
             m.d.sync += [mem.eq(p.mem), addr.eq(p.addr), left.eq(p.rows),
@@ -520,6 +528,10 @@ class ExecuteUnit(wiring.Component):
         The array's ``i_stream`` payload (``{a, d, swap, tag}``).
     latency : int
         The array's latency (cycles from an accepted row to its result).
+    requant_lanes : int
+        ``min(R, C)``: that many requantizers, one acc row per cycle (after reading the
+        ``min(R, C)`` qsp rows into registers); 1: one requantizer, one element per cycle (the
+        qsp row of each element read on the fly), ``min(R, C)`` cycles per row.
 
     Members
     -------
@@ -551,12 +563,17 @@ class ExecuteUnit(wiring.Component):
         An instruction is in progress (rows to issue, a row in stage B, a REQUANT running).
     """
 
-    def __init__(self, *, config: CoreConfig, a_zero: int, i_layout, latency: int):
+    def __init__(self, *, config: CoreConfig, a_zero: int, i_layout, latency: int,
+                 requant_lanes: int):
         self._cfg = config
         self._a_zero = a_zero
         self._latency = latency
         arr, mem = config.array, config.memory
         self._width = min(arr.rows, arr.cols)
+        if requant_lanes not in (1, self._width):
+            raise ValueError(f"requant_lanes must be 1 or min(rows, cols) = {self._width}, not "
+                             f"{requant_lanes!r}")
+        self._lanes = requant_lanes
         self._asp_layout = data.ArrayLayout(arr.a_bits, arr.rows)
         self._acc_layout = data.ArrayLayout(signed(arr.acc_bits), arr.cols)
         self._qsp_layout = data.StructLayout({"bias": signed(arr.acc_bits),
@@ -651,16 +668,20 @@ class ExecuteUnit(wiring.Component):
         rq_pread = Signal()          # a qsp row is on qsp.data this cycle
         rq_pidx = Signal(range(Wd + 1))
         rq_read = Signal()           # an acc row is on acc.data this cycle
-        rq_rtag = Signal(_A)
+        rq_rtag = Signal(_A)          # asp row the next requantized row goes to
         rq_inflight = Signal(range(REQUANT_LATENCY + 3))
-        params = [Signal(self._qsp_layout, name=f"rq_param{j}") for j in range(Wd)]
+        rq_jd = Signal(range(max(Wd, 2)))  # serial: the column on the requantizer input
+        rq_last = Signal()
+        params = ([Signal(self._qsp_layout, name=f"rq_param{j}") for j in range(Wd)]
+                  if self._lanes == Wd else [])
 
         # ---- ports ----------------------------------------------------------------------------
         m.d.comb += [
             self.asp.addr.eq(a_addr),
             self.asp.en.eq(c_adv),
             self.acc.addr.eq(Mux(rq_state == 2, rq_acc + rq_t, addr_t)),
-            self.acc.en.eq(c_adv | ((rq_state == 2) & (rq_t != rq_rows))),
+            self.acc.en.eq(c_adv | ((rq_state == 2) & (rq_t != rq_rows)
+                                    & int(self._lanes == Wd))),
             self.qsp.addr.eq(rq_qsp + rq_j),
             self.qsp.en.eq((rq_state == 1) & (rq_j != Wd)),
         ]
@@ -702,52 +723,50 @@ class ExecuteUnit(wiring.Component):
                 m.d.sync += [i_cnt.eq(i_cnt + 1), a_addr.eq(a_addr + s_inner)]
 
         # ---- REQUANT ----------------------------------------------------------------------
-        rqs = []
-        for j in range(Wd):
-            u = Requantizer(acc_bits=arr.acc_bits, tag_bits=_A if j == 0 else 0)
-            m.submodules[f"requant_{j}"] = u
-            rqs.append(u)
-            m.d.comb += [
-                u.zp.eq(self.zp), u.lo.eq(self.lo), u.hi.eq(self.hi), u.relu.eq(self.relu),
-                u.o_stream.ready.eq(1),
-                u.i_stream.valid.eq(rq_read),
-                u.i_stream.payload.acc.eq(self.acc.data[j]),
-                u.i_stream.payload.bias.eq(params[j].bias),
-                u.i_stream.payload.mult.eq(params[j].mult),
-                u.i_stream.payload.shift.eq(params[j].shift),
-            ]
-        m.d.comb += rqs[0].i_stream.payload.tag.eq(rq_rtag)
-        out = rqs[0].o_stream
-        for r in range(R):
-            if r < Wd:
-                m.d.comb += self.asp_w.data[r].eq(rqs[r].o_stream.payload.y)  # a_bits code
-            else:
-                m.d.comb += self.asp_w.data[r].eq(0)
-        m.d.comb += [self.asp_w.en.eq(out.valid), self.asp_w.addr.eq(out.payload.tag)]
-        m.d.sync += [rq_pread.eq(0), rq_read.eq(0)]
-        with m.If(rq_pread):
-            with m.Switch(rq_pidx):
-                for j in range(Wd):
-                    with m.Case(j):
-                        m.d.sync += params[j].eq(self.qsp.data)
         rq_war = Signal()
         m.d.comb += rq_war.eq(_war_hit(self.war, MemSel.ASP, rq_asp + rq_t))
+        m.d.sync += [rq_pread.eq(0), rq_read.eq(0)]
+        if self._lanes == Wd:
+            out = self._requant_parallel(m, params, rq_read, rq_rtag)
+        else:
+            out = self._requant_serial(m, rq_read, rq_rtag, rq_jd, rq_last)
+        with m.If(rq_pread & int(bool(params))):
+            with m.Switch(rq_pidx):
+                for j in range(len(params)):
+                    with m.Case(j):
+                        m.d.sync += params[j].eq(self.qsp.data)
+        with m.If(self.asp_w.en):
+            m.d.sync += rq_rtag.eq(rq_rtag + 1)
         n_in = Signal.like(rq_inflight)
         m.d.comb += n_in.eq(rq_inflight + rq_read - out.valid)
         m.d.sync += rq_inflight.eq(n_in)
         with m.Switch(rq_state):
-            with m.Case(1):
+            with m.Case(1):  # parallel lanes: read the W channels' parameters first
                 with m.If(rq_j != Wd):
                     m.d.sync += [rq_pread.eq(1), rq_pidx.eq(rq_j), rq_j.eq(rq_j + 1)]
                 with m.Else():
-                    m.d.sync += rq_state.eq(2)
+                    m.d.sync += [rq_state.eq(2), rq_j.eq(0)]
             with m.Case(2):
-                with m.If(rq_t == rq_rows):
-                    m.d.sync += rq_state.eq(3)
-                with m.Elif(~rq_war):
-                    m.d.sync += [rq_read.eq(1), rq_rtag.eq(rq_asp + rq_t), rq_t.eq(rq_t + 1)]
-                with m.Else():
-                    m.d.comb += [self.hazard.eq(1), self.acc.en.eq(0)]
+                if self._lanes == Wd:  # one acc row per cycle
+                    with m.If(rq_t == rq_rows):
+                        m.d.sync += rq_state.eq(3)
+                    with m.Elif(~rq_war):
+                        m.d.sync += [rq_read.eq(1), rq_t.eq(rq_t + 1)]
+                    with m.Else():
+                        m.d.comb += [self.hazard.eq(1), self.acc.en.eq(0)]
+                else:  # one element per cycle: acc row once, then qsp row of channel j
+                    with m.If(rq_t == rq_rows):
+                        m.d.sync += rq_state.eq(3)
+                    with m.Elif((rq_j != 0) | ~rq_war):
+                        m.d.comb += [self.acc.en.eq(rq_j == 0), self.qsp.en.eq(1)]
+                        m.d.sync += [rq_read.eq(1), rq_jd.eq(rq_j),
+                                     rq_last.eq(rq_j == Wd - 1)]
+                        with m.If(rq_j == Wd - 1):
+                            m.d.sync += [rq_j.eq(0), rq_t.eq(rq_t + 1)]
+                        with m.Else():
+                            m.d.sync += rq_j.eq(rq_j + 1)
+                    with m.Else():
+                        m.d.comb += [self.hazard.eq(1), self.acc.en.eq(0)]
             with m.Case(3):
                 with m.If((n_in == 0) & ~rq_read):
                     m.d.sync += rq_state.eq(0)
@@ -771,10 +790,72 @@ class ExecuteUnit(wiring.Component):
                 ]
             with m.Elif(cmd.payload.op == Opcode.REQUANT):
                 q = p.requant
-                m.d.sync += [rq_state.eq(1), rq_j.eq(0), rq_t.eq(0), rq_rows.eq(q.rows),
+                m.d.sync += [rq_state.eq(1 if self._lanes == Wd else 2), rq_j.eq(0),
+                             rq_rtag.eq(q.asp_addr),
+                             rq_t.eq(0), rq_rows.eq(q.rows),
                              rq_acc.eq(q.acc_addr), rq_asp.eq(q.asp_addr),
                              rq_qsp.eq(q.qsp_addr)]
         return m
+
+
+    def _requant_parallel(self, m, params, rq_read, rq_rtag):
+        """``min(R, C)`` requantizers side by side: one acc row per cycle."""
+        arr = self._cfg.array
+        rqs = []
+        for j in range(self._width):
+            u = Requantizer(acc_bits=arr.acc_bits)
+            m.submodules[f"requant_{j}"] = u
+            rqs.append(u)
+            m.d.comb += [
+                u.zp.eq(self.zp), u.lo.eq(self.lo), u.hi.eq(self.hi), u.relu.eq(self.relu),
+                u.o_stream.ready.eq(1),
+                u.i_stream.valid.eq(rq_read),
+                u.i_stream.payload.acc.eq(self.acc.data[j]),
+                u.i_stream.payload.bias.eq(params[j].bias),
+                u.i_stream.payload.mult.eq(params[j].mult),
+                u.i_stream.payload.shift.eq(params[j].shift),
+            ]
+        out = rqs[0].o_stream
+        for r in range(arr.rows):
+            # the a_bits-wide two's-complement code of y (elements past min(R, C) are 0)
+            m.d.comb += self.asp_w.data[r].eq(rqs[r].o_stream.payload.y if r < self._width
+                                              else 0)
+        m.d.comb += [self.asp_w.en.eq(out.valid), self.asp_w.addr.eq(rq_rtag)]
+        return out
+
+    def _requant_serial(self, m, rq_read, rq_rtag, rq_jd, rq_last):
+        """One requantizer, one element per cycle; the row is written with its last code."""
+        arr = self._cfg.array
+        Wd = self._width
+        jb = len(rq_jd)
+        m.submodules.requant_0 = u = Requantizer(acc_bits=arr.acc_bits, tag_bits=jb + 1)
+        accs = Array([self.acc.data[j] for j in range(Wd)])
+        m.d.comb += [
+            u.zp.eq(self.zp), u.lo.eq(self.lo), u.hi.eq(self.hi), u.relu.eq(self.relu),
+            u.o_stream.ready.eq(1),
+            u.i_stream.valid.eq(rq_read),
+            u.i_stream.payload.acc.eq(accs[rq_jd]),
+            u.i_stream.payload.bias.eq(self.qsp.data.bias),
+            u.i_stream.payload.mult.eq(self.qsp.data.mult),
+            u.i_stream.payload.shift.eq(self.qsp.data.shift),
+            u.i_stream.payload.tag.eq(Cat(rq_jd, rq_last)),
+        ]
+        out = u.o_stream
+        tag = out.payload.tag
+        o_j, o_last = tag[:jb], tag[jb]
+        codes = Signal(data.ArrayLayout(arr.a_bits, Wd))
+        with m.If(out.valid):
+            with m.Switch(o_j):
+                for j in range(Wd):
+                    with m.Case(j):
+                        m.d.sync += codes[j].eq(out.payload.y)
+        for r in range(arr.rows):
+            if r < Wd:
+                m.d.comb += self.asp_w.data[r].eq(Mux(o_j == r, out.payload.y, codes[r]))
+            else:
+                m.d.comb += self.asp_w.data[r].eq(0)
+        m.d.comb += [self.asp_w.en.eq(out.valid & o_last), self.asp_w.addr.eq(rq_rtag)]
+        return out
 
 
 # -- AcceleratorCore --------------------------------------------------------------------------
@@ -789,6 +870,10 @@ class AcceleratorCore(wiring.Component):
         weight-stationary).
     tile_rows, tile_cols : int (keyword-only)
         PEs per combinational tile of the array (``hw/array.py``), 1 by default.
+    requant_lanes : int (keyword-only)
+        Requantizers of the REQUANT unit: ``min(rows, cols)`` (default; one acc row per
+        cycle) or 1 (one element per cycle: ``min(rows, cols)`` cycles per row, for small
+        FPGAs — the iCE40 UP5K build uses it).
 
     Members
     -------
@@ -814,7 +899,8 @@ class AcceleratorCore(wiring.Component):
         An OS array, or a multiplier whose zero-code product is not 0 (see :func:`zero_codes`).
     """
 
-    def __init__(self, config: CoreConfig, *, tile_rows: int = 1, tile_cols: int = 1):
+    def __init__(self, config: CoreConfig, *, tile_rows: int = 1, tile_cols: int = 1,
+                 requant_lanes: int | None = None):
         try:
             if not isinstance(config, CoreConfig):
                 raise TypeError(f"config must be a CoreConfig, not {config!r}")
@@ -823,6 +909,13 @@ class AcceleratorCore(wiring.Component):
                                  f"weight-stationary), not {config.array.dataflow!r}")
             self._a_zero, self._b_zero = zero_codes(config)
             arr, mem = config.array, config.memory
+            width = min(arr.rows, arr.cols)
+            if requant_lanes is None:
+                requant_lanes = width
+            if requant_lanes not in (1, width):
+                raise ValueError(f"requant_lanes must be 1 or min(rows, cols) = {width}, not "
+                                 f"{requant_lanes!r}")
+            self._requant_lanes = requant_lanes
             self._acc_aw = _aw(mem.acc_depth)
             self._array = SystolicArray.from_config(arr, tile_rows=tile_rows,
                                                     tile_cols=tile_cols,
@@ -851,6 +944,10 @@ class AcceleratorCore(wiring.Component):
     def latency(self) -> int:
         """The array's latency (row in → result), the drain time of a COMPUTE."""
         return self._array.latency
+
+    @property
+    def requant_lanes(self) -> int:
+        return self._requant_lanes
 
     @property
     def array(self) -> SystolicArray:
@@ -898,7 +995,8 @@ class AcceleratorCore(wiring.Component):
             rows=R, cols=C, b_bits=arr.b_bits, sel_bits=array.sel_bits,
             wsp_depth=mc.wsp_depth, b_zero=self._b_zero)
         m.submodules.exec = ex = ExecuteUnit(config=cfg, a_zero=self._a_zero,
-                                             i_layout=array.i_layout, latency=array.latency)
+                                             i_layout=array.i_layout, latency=array.latency,
+                                             requant_lanes=self._requant_lanes)
         connect(m, flipped(self.i_stream), load.i_stream)
         connect(m, store.o_stream, flipped(self.o_stream))
         connect(m, pre.preload, array.preload)
@@ -950,7 +1048,7 @@ class AcceleratorCore(wiring.Component):
         # StoreUnit reads: own ports on asp/acc, spare cycles of wsp/qsp, the counter bank
         rq = store.rd_req
         rq_mem = Signal(MemSel)
-        rq_cnt = Signal(64)
+        rq_addr = Signal(_A)
         m.d.comb += [asp_rs.addr.eq(rq.payload.addr), acc_rs.addr.eq(rq.payload.addr)]
         with m.Switch(rq.payload.mem):
             with m.Case(MemSel.WSP):  # the PreloadUnit holds its read data while busy
@@ -961,20 +1059,19 @@ class AcceleratorCore(wiring.Component):
                 m.d.comb += rq.ready.eq(~ex.qsp.en)
                 with m.If(rq.valid & rq.ready):
                     m.d.comb += [qsp_r.addr.eq(rq.payload.addr), qsp_r.en.eq(1)]
-            with m.Case(MemSel.ASP):
+            with m.Case(MemSel.ASP):  # own port: its data holds until the next request
                 m.d.comb += [rq.ready.eq(1), asp_rs.en.eq(rq.valid)]
             with m.Case(MemSel.ACC):
                 m.d.comb += [rq.ready.eq(1), acc_rs.en.eq(rq.valid)]
             with m.Default():
                 m.d.comb += rq.ready.eq(1)
         with m.If(rq.valid & rq.ready):
-            m.d.sync += rq_mem.eq(rq.payload.mem)
-            with m.Switch(rq.payload.addr):
-                for idx, (name, _) in enumerate(isa.COUNTERS):
-                    with m.Case(idx):
-                        m.d.sync += rq_cnt.eq(counters[name])
-                with m.Default():
-                    m.d.sync += rq_cnt.eq(0)
+            m.d.sync += [rq_mem.eq(rq.payload.mem), rq_addr.eq(rq.payload.addr)]
+        cnt_row = Signal(64)  # the counter requested in the previous cycle (copied by the unit)
+        with m.Switch(rq_addr):
+            for idx, (name, _) in enumerate(isa.COUNTERS):
+                with m.Case(idx):
+                    m.d.comb += cnt_row.eq(counters[name])
         with m.Switch(rq_mem):
             with m.Case(MemSel.WSP):
                 m.d.comb += store.rd_data.eq(wsp_r.data.as_value())
@@ -985,7 +1082,7 @@ class AcceleratorCore(wiring.Component):
             with m.Case(MemSel.QSP):
                 m.d.comb += store.rd_data.eq(qsp_r.data.as_value())
             with m.Default():
-                m.d.comb += store.rd_data.eq(rq_cnt)
+                m.d.comb += store.rd_data.eq(cnt_row)
 
         # ---- CONFIG registers -----------------------------------------------------------------
         n_modes = len(arr.modes)
@@ -1005,9 +1102,15 @@ class AcceleratorCore(wiring.Component):
         # ---- dispatcher -------------------------------------------------------------------
         pc = Signal(_aw(mc.imem_depth))
         ir = Signal(INSTR_LAYOUT)
+        running = Signal()    # Fetch or Run
+        # one address for both imem ports (the host's while idle, the pc's while running) and
+        # no read while writing: a single-port RAM (iCE40 SPRAM, see bench/core_fit.py)
+        imem_a = Signal.like(pc)
         m.d.comb += [
-            imem_w.addr.eq(self.imem_addr), imem_w.data.eq(self.imem_data),
-            imem_w.en.eq(self.imem_we),
+            imem_w.addr.eq(imem_a), imem_r.addr.eq(imem_a),
+            imem_w.data.eq(self.imem_data), imem_w.en.eq(self.imem_we & ~running),
+            imem_r.en.eq(~imem_w.en),
+            imem_a.eq(Mux(running, pc, self.imem_addr)),
             ir.eq(imem_r.data),
         ]
         P = ir.payload
@@ -1021,7 +1124,6 @@ class AcceleratorCore(wiring.Component):
         go = Signal()         # dispatch the instruction in ir this cycle
         unit_ok = Signal()    # its unit takes it
         deps_ok = Signal()    # its dependencies hold
-        running = Signal()
         dep_wait = Signal()   # its unit is free, its dependencies are not
         with m.Switch(ir.op):
             with m.Case(Opcode.CONFIG):
@@ -1047,7 +1149,6 @@ class AcceleratorCore(wiring.Component):
             load.cmd.payload.eq(P.load), store.cmd.payload.eq(P.store),
             pre.cmd.payload.eq(P.preload), ex.cmd.payload.eq(ir),
         ]
-        m.d.comb += imem_r.addr.eq(pc)
         with m.FSM(name="dispatch"):
             with m.State("Idle"):
                 with m.If(self.start):
@@ -1059,7 +1160,7 @@ class AcceleratorCore(wiring.Component):
                 m.d.comb += [running.eq(1), go.eq(unit_ok & deps_ok),
                              dep_wait.eq(unit_ok & ~deps_ok)]
                 with m.If(go):
-                    m.d.comb += imem_r.addr.eq(pc + 1)
+                    m.d.comb += imem_a.eq(pc + 1)
                     m.d.sync += pc.eq(pc + 1)
                     with m.If(ir.op == Opcode.END):
                         m.next = "Done"

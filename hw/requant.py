@@ -7,19 +7,21 @@
                                                       arithmetic shift: round half up)
     y = clamp((max(v, 0) if relu else v) + zp, lo, hi)
 
-Every intermediate is exact: the product is ``acc_bits + 33`` bits wide, so there is no int64
-corner to reproduce (the reference splits its product only to stay inside int64; the result
-is the exact floor). ``v`` is first clamped to ``[-2^17, 2^17 - 1]``: ``zp``, ``lo``, ``hi``
-are 16-bit values, so any ``v`` outside that window clamps to the same ``lo``/``hi`` whatever
-the zero point (the same argument the reference uses for its ``±2^40`` clamp).
+Every intermediate is exact: the product ``t = x · mult`` is ``acc_bits + 33`` bits wide, so
+there is no int64 corner to reproduce (the reference splits its product only to stay inside
+int64; the result is the exact floor). The rounding term is added after a first shift, with
+no wide adder: for ``shift = s >= 1``, ``floor((t + 2^(s-1)) / 2^s) = (floor(t / 2^(s-1)) +
+1) >> 1``. ``t >> (s - 1)`` is clamped to 20 bits first: ``zp``, ``lo``, ``hi`` are 16-bit
+values, so any value outside that window ends at the same ``lo``/``hi`` whatever the zero point
+(the same argument the reference uses for its ``±2^40`` clamp).
 
 Pipeline (one value per cycle, :attr:`Requantizer.latency` = 5 register stages, all stalled
 together by ``o_stream.ready``)::
 
-    S1  x = acc + bias, mult, shift, r = shift ? 1 << (shift - 1) : 0
+    S1  x = acc + bias, mult, sa = max(shift - 1, 0), round = shift != 0
     S2  p_lo = x · mult[0:16] (unsigned),  p_hi = x · mult[16:32] (signed)    two DSP-sized
-    S3  t = (p_hi << 16) + p_lo + r                                            products
-    S4  v = clamp(t >> shift, -2^17, 2^17 - 1)
+    S3  t = (p_hi << 16) + p_lo                                                products
+    S4  u = clamp(t >> sa, -2^19, 2^19 - 1);  v = round ? (u + 1) >> 1 : u
     S5  y = clamp((relu ? max(v, 0) : v) + zp, lo, hi)
 
 The core (``hw/core.py``) instantiates ``min(rows, cols)`` of them side by side, so a REQUANT
@@ -28,7 +30,7 @@ converts one accumulator row per cycle.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -42,7 +44,7 @@ OUT_BITS = 16
 MULT_BITS = 32
 #: Width of the per-channel shift (the reference allows 0 … 62).
 SHIFT_BITS = 6
-_V_BITS = 18  # v is clamped into [-2^17, 2^17 - 1] before the zero point is added
+_U_BITS = 20  # t >> (shift - 1) is clamped into 20 bits: beyond, y is lo or hi anyway
 
 
 class Requantizer(wiring.Component):
@@ -77,8 +79,10 @@ class Requantizer(wiring.Component):
 
     def __init__(self, *, acc_bits: int = 32, tag_bits: int = 0):
         if isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or not 2 <= acc_bits <= 48:
+            self._MustUse__silence = True  # no UnusedElaboratable warning for a rejected one
             raise TypeError(f"Accumulator width must be an integer in [2, 48], not {acc_bits!r}")
         if isinstance(tag_bits, bool) or not isinstance(tag_bits, int) or tag_bits < 0:
+            self._MustUse__silence = True
             raise TypeError(f"Tag width must be a non-negative integer, not {tag_bits!r}")
         self._acc_bits = acc_bits
         self._tag_bits = tag_bits
@@ -136,47 +140,53 @@ class Requantizer(wiring.Component):
                 m.d.sync += tags[0].eq(i.payload.tag)
                 m.d.sync += [tags[k].eq(tags[k - 1]) for k in range(1, REQUANT_LATENCY)]
 
-        # S1: x = acc + bias, the rounding term
+        # S1: x = acc + bias; the shift before the rounding bit, sa = max(shift - 1, 0)
         x1 = Signal(signed(A + 1))
         mult1 = Signal(signed(MULT_BITS))
-        shift1 = Signal(SHIFT_BITS)
-        rnd1 = Signal((1 << SHIFT_BITS) - 1)  # 2^(shift-1) <= 2^62: 63 bits
+        sa1 = Signal(SHIFT_BITS)
+        round1 = Signal()
         with m.If(en):
             m.d.sync += [
                 x1.eq(i.payload.acc + i.payload.bias),
                 mult1.eq(i.payload.mult),
-                shift1.eq(i.payload.shift),
-                rnd1.eq(Mux(i.payload.shift == 0, 0, Const(1, 1) << (i.payload.shift - 1)[:SHIFT_BITS])),
+                sa1.eq(Mux(i.payload.shift == 0, 0, i.payload.shift - 1)),
+                round1.eq(i.payload.shift != 0),
             ]
         # S2: two partial products of DSP size (x · 16 bits each)
         p_lo = Signal(signed(A + 1 + 17))
         p_hi = Signal(signed(A + 1 + 16))
-        shift2 = Signal(SHIFT_BITS)
-        rnd2 = Signal.like(rnd1)
+        sa2 = Signal(SHIFT_BITS)
+        round2 = Signal()
         with m.If(en):
             m.d.sync += [
                 p_lo.eq(x1 * Cat(mult1[:16], 0).as_signed()),
                 p_hi.eq(x1 * mult1[16:].as_signed()),
-                shift2.eq(shift1),
-                rnd2.eq(rnd1),
+                sa2.eq(sa1),
+                round2.eq(round1),
             ]
-        # S3: the full product plus the rounding term (exact: max(A + 34, 64) + 1 bits)
-        t_bits = max(A + 34, 64) + 1
+        # S3: the exact product t = x · mult
+        t_bits = A + 1 + MULT_BITS
         t3 = Signal(signed(t_bits))
-        shift3 = Signal(SHIFT_BITS)
+        sa3 = Signal(SHIFT_BITS)
+        round3 = Signal()
         with m.If(en):
-            m.d.sync += [t3.eq((p_hi << 16) + p_lo + rnd2), shift3.eq(shift2)]
-        # S4: arithmetic shift, clamped into the 18-bit window
-        v_lo, v_hi = -(1 << (_V_BITS - 1)), (1 << (_V_BITS - 1)) - 1
-        shifted = Signal(signed(t_bits))
-        v4 = Signal(signed(_V_BITS))
-        m.d.comb += shifted.eq(t3 >> shift3)
+            m.d.sync += [t3.eq((p_hi << 16) + p_lo), sa3.eq(sa2), round3.eq(round2)]
+        # S4: u = t >> (shift - 1), clamped to 20 bits, then the rounding bit:
+        # floor((t + 2^(s-1)) / 2^s) = (floor(t / 2^(s-1)) + 1) >> 1 for s >= 1
+        u_lo, u_hi = -(1 << (_U_BITS - 1)), (1 << (_U_BITS - 1)) - 1
+        u = Signal(signed(t_bits))
+        u_sat = Signal(signed(_U_BITS))
+        m.d.comb += [
+            u.eq(t3 >> sa3),
+            u_sat.eq(Mux(u < u_lo, u_lo, Mux(u > u_hi, u_hi, u))),
+        ]
+        v4 = Signal(signed(_U_BITS))
         with m.If(en):
-            m.d.sync += v4.eq(Mux(shifted < v_lo, v_lo, Mux(shifted > v_hi, v_hi, shifted)))
+            m.d.sync += v4.eq(Mux(round3, (u_sat + 1) >> 1, u_sat))
         # S5: ReLU, zero point, clamp (torch.clamp order: max with lo, then min with hi)
-        r = Signal(signed(_V_BITS))
-        z = Signal(signed(_V_BITS + 1))
-        zl = Signal(signed(_V_BITS + 1))
+        r = Signal(signed(_U_BITS))
+        z = Signal(signed(_U_BITS + 1))
+        zl = Signal(signed(_U_BITS + 1))
         y5 = Signal(signed(OUT_BITS))
         m.d.comb += [
             r.eq(Mux(self.relu & (v4 < 0), 0, v4)),

@@ -4,7 +4,9 @@ The DUT is the *batch top* that :mod:`mixpe.sim.runner` writes around the genera
 one multiplier: ``lanes`` instances side by side, lane ``i`` reading its operand codes from
 ``a[i*wa +: a_bits]`` / ``b[i*wb +: b_bits]`` and driving its product, sign-extended, on
 ``p[i*wp +: wp]`` (``wa``, ``wb``, ``wp`` are 8, 16, 32 or 64), so that one write/read per
-clock moves a whole vector of operand pairs as little-endian integer arrays.
+clock moves a whole vector of operand pairs as little-endian integer arrays. A clocked unit
+(manifest ``clock``) gets a clock and a reset, its ``table_inputs`` held (e.g. ``load=1``),
+and its products are read ``latency`` clock periods after each write.
 
 Inputs (environment, set by the runner):
 

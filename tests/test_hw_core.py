@@ -25,9 +25,9 @@ TINY = CORE_PRESETS["tiny-2x2"]
 
 
 def simulate(cfg: CoreConfig, words, i_words, *, n_out, seed=0, idle=0.0, stall=0.0,
-             max_cycles=200_000):
+             max_cycles=200_000, **core_kw):
     """Run a program on the core; returns ``(o_words, cycles_until_done)``."""
-    dut = AcceleratorCore(cfg)
+    dut = AcceleratorCore(cfg, **core_kw)
     rng = random.Random(seed)
     out = []
     state = {"done": None}
@@ -115,7 +115,8 @@ def test_gemm_odd_shape_with_stalls():
     check(prog, TINY, seed=1, idle=0.3, stall=0.3)
 
 
-def test_requant_and_accumulate():
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_requant_and_accumulate(lanes):
     torch.manual_seed(1)
     a = torch.randint(0, 256, (4, 5))
     b = torch.randint(0, 256, (5, 2))
@@ -123,7 +124,7 @@ def test_requant_and_accumulate():
                  shift=torch.tensor([24, 23]), zp=3, relu=True, lo=-128, hi=127)
     prog = compile_gemm(a, b, TINY, requant=rq, acc_overwrite=False,
                         acc_init=torch.tensor([[100, -100]]))
-    check(prog, TINY)
+    check(prog, TINY, requant_lanes=lanes, stall=0.3 if lanes == 1 else 0.0)
 
 
 def test_conv_direct_pattern():
@@ -154,6 +155,8 @@ def test_rejects_bad_config():
     os_cfg = dataclasses.replace(TINY, array=dataclasses.replace(TINY.array, dataflow="os"))
     with pytest.raises(ValueError, match="dataflow"):
         AcceleratorCore(os_cfg)
+    with pytest.raises(ValueError, match="requant_lanes"):
+        AcceleratorCore(TINY, requant_lanes=3)
 
 
 def test_variant_selects_per_column():

@@ -160,7 +160,6 @@ class RoupStructureTestCase(unittest.TestCase):
         """With R-A the low R product bits are constant zero and no row reaches below column
         R; with R-PP the rows below column R reach the adders only as one rounding bit each."""
         from amaranth.hdl import Module
-
         from mixpe.hw.mult.roup import booth_rows
 
         for r in (2, 4, 6):

@@ -19,6 +19,11 @@ width ``c``, ``a = Σ_p a_p 2^{cp}`` and ``|b| = Σ_q w_q 2^{cq}``:
     adder (``LUT_w[k] = LUT_w[k-1] + |w|``, one entry per cycle). The product needs ``n/c``
     look-ups: ``M = Σ_{p kept} LUT_w[a_p] << cp``.
 
+``LutNaMac`` (the MAC tile)
+    ``lanes`` such elements and an accumulator in one adder tree: each lane's look-up words
+    enter the tree directly, with the weight sign folded in (``-d = ~d + 1``), so no lane has
+    its own negation adder.
+
 The ROMs are :class:`amaranth.lib.memory.Memory` instances with asynchronous
 (``domain="comb"``) read ports. Why not block RAM: iCE40 EBR and ECP5 DP16KD only read
 synchronously, and a 256×8 ROM would waste a 4 Kbit EBR per term; Yosys maps an async-read
@@ -150,8 +155,8 @@ class LutNaMultiplier(wiring.Component):
             self._lut_w = m.submodules.lut_w
         # |b| < 2^(nb-1) and a < 2^n: the magnitude sum fits in n + nb - 1 bits
         acc = ColumnSum(width=cfg.n + cfg.nb - 1)
-        for col, data in terms:
-            acc.add_unsigned(col, list(data))
+        for col, word in terms:
+            acc.add_unsigned(col, list(word))
         mag = Signal(cfg.n + cfg.nb - 1)
         m.d.comb += mag.eq(acc.elaborate(m, name="acc"))
         # sign-magnitude -> two's complement: (M ^ s…s) + s, one adder

@@ -3,20 +3,24 @@
 The hardware twin of :class:`mixpe.sw.mult.roup.RoupMultiplier`. It is a real partial-product
 (PP) multiplier, not ``a * b`` followed by masking, so that P and R remove logic:
 
-* **Booth encoder** per digit ``j``: ``y_j = -2·e_{2j+1} + e_{2j} + e_{2j-1}`` (``e_{-1} = 0``)
-  gives ``one = e_{2j} ^ e_{2j-1}``, ``two = e_{2j+1}·~e_{2j}·~e_{2j-1} + ~e_{2j+1}·e_{2j}·e_{2j-1}``
-  and ``neg = e_{2j+1}``.
+* **Booth encoder** per digit ``j``: ``y_j = -2·e_{2j+1} + e_{2j} + e_{2j-1}``
+  (``e_{-1} = 0``) gives ``one = e_{2j} ^ e_{2j-1}``,
+  ``two = e_{2j+1}·~e_{2j}·~e_{2j-1} + ~e_{2j+1}·e_{2j}·e_{2j-1}`` and ``neg = e_{2j+1}``.
 * **PP row** ``j`` (weight ``4^j``): ``S_i = (one·x_i | two·x_{i-1}) ^ neg`` over the ``w+1`` bits
   of ``{0, X, 2X}``; the row is ``y_j·X = S + neg`` (``S`` two's complement, ``neg`` added at the
   row's LSB column).
 * **Sign-extension prevention**: every row's sign bit ``s`` is inverted and the constant
   ``-2^t`` (``t`` = the sign column) is added; all the constants are folded into the row whose
   sign column is lowest, whose top then holds only ``s``, ``~s`` and constant bits (the
-  generalised ``~s s s`` / ``1 ~s`` pattern). The ``neg`` bits go into holes of other rows
-  (the classic placement under the next row), and what has no hole is an extra operand.
-* **Adder tree**: a balanced tree of two-operand adders over the column ranges where both
-  operands have bits; lower columns are passed through as wires. The result is taken modulo
-  ``2^W`` with ``W = out_bits`` (every product fits).
+  generalised ``~s s s`` / ``1 ~s`` pattern).
+* **Adder tree** (:class:`ColumnSum`): a balanced tree of two-operand (carry-chain) adders over
+  the column ranges where both operands have bits; lower columns pass through as wires. The
+  ``neg`` (and rounding) bits fill holes of other rows, or become adder carry-ins (free on a
+  carry chain), or are placed under the next row (the textbook placement), whichever needs the
+  fewest adder columns; the one bit left over for ``n/2`` rows and ``n/2 - 1`` adders costs an
+  incrementer. Every adder output carries ``keep`` so that Yosys maps each adder to a carry
+  chain instead of merging the tree into one ``$macc`` (which it would build from LUT full
+  adders). The result is taken modulo ``2^W`` with ``W = out_bits`` (every product fits).
 
 Approximations, with ``X`` the non-encoded operand and ``E`` the Booth-encoded one:
 
@@ -47,7 +51,6 @@ from amaranth import hdl
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-
 from mixpe.sw.mult.roup import RoupMultiplier as _SwRoup
 
 from . import register
@@ -60,8 +63,8 @@ class ColumnSum:
 
     Operands are sparse ``{column: bit}`` maps whose bits are 1-bit Amaranth values or the
     integers 0/1. Signed rows get sign-extension prevention (:meth:`add_signed`); single bits
-    (negation and rounding bits) are placed into holes of existing operands when possible
-    (:meth:`add_bit`).
+    (negation and rounding bits, :meth:`add_bit`) go into holes, carry-ins or under other rows
+    (see :meth:`elaborate`). Also used by the LUT-NA shift-add recombination.
 
     Parameters
     ----------
@@ -130,8 +133,9 @@ class ColumnSum:
             else:
                 row[c] = s_inv
         for row, _ in self._signed:
-            self._rows.append({c: b for c, b in row.items()
-                               if c < W and not (isinstance(b, int) and b == 0)})
+            row = {c: b for c, b in row.items() if c < W and not (isinstance(b, int) and b == 0)}
+            if row:
+                self._rows.append(row)
         self._signed = []
 
     def elaborate(self, m, name="pp"):

@@ -1,4 +1,4 @@
-"""Table multiplier: a product ROM, the hardware twin of :class:`mixpe.sw.mult.table.TableMultiplier`.
+"""Table multiplier: a product ROM, twin of :class:`mixpe.sw.mult.table.TableMultiplier`.
 
 Any product table (an EvoApproxLib circuit, a synthesized approximate multiplier, or the table
 of another family, ``np.save(f, m.table().numpy())``) becomes one
