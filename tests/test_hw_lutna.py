@@ -286,12 +286,10 @@ def test_synth_memory_rom_equals_case_rom():
     init = product_rom_init(4)
 
     class Rom(wiring.Component):
-        addr: In(8)
-        data: Out(8)
-
         def __init__(self, case):
             self._case = case
-            super().__init__()
+            # explicit signature: the module's postponed annotations can't see local names
+            super().__init__({"addr": In(8), "data": Out(8)})
 
         def elaborate(self, platform):
             m = Module()
