@@ -5,8 +5,8 @@ Run: ``.venv/bin/python bench/core_fit.py [--only ice40|ecp5|gen]`` (writes
 2-core machine).
 
 * ``ice40-4x4`` (4×4 exact int8, 20-bit saturating accumulators) on the iCE40 UP5K (sg48),
-  ``requant_lanes=1`` (one requantizer; a REQUANT takes 4 cycles per row), 12 MHz target:
-  it must fit.
+  ``requant="serial"`` (one DSP-free requantizer; a REQUANT takes 32 cycles per row), 12 MHz
+  target: it must fit.
 * ``ulx3s-8x8`` (8×8 exact int8, PE pipeline 1, 32-bit saturating accumulators) on the ECP5
   LFE5U-85F (CABGA381), 8 parallel requantizers, 100 MHz target.
 * Time to generate the Verilog of a 16×16 core (the ``ulx3s-8x8`` PE at 16×16 with the default
@@ -21,9 +21,9 @@ achieved frequency of ``clk`` is the Fmax):
 * iCE40: ``synth_ice40 -dsp -spram`` with two steps spelled out: (1) the instruction memory
   is written only while the core is idle and has one address for both ports, so it maps to
   single-port SPRAM once its all-zero initial contents are dropped (the host writes it before
-  every run; SPRAM cannot be initialized); (2) the UP5K has 8 SB_MAC16: the requantizer's
-  two partial products (4) and the multipliers of the first PE row (4) get them, the other 12
-  PE multipliers are built from LUTs (``$__soft_mul``, as Yosys' own mul2dsp does) as
+  every run; SPRAM cannot be initialized); (2) the UP5K has 8 SB_MAC16: the multipliers of
+  the first two PE rows get them, the other 8 PE multipliers (and the serial requantizer's
+  21×5 one) are built from LUTs (``$__soft_mul``, as Yosys' own mul2dsp does) as
   radix-4 Booth multipliers (Yosys ``booth``; ~30 % fewer LUTs than the default array).
 * ECP5: ``synth_ecp5`` (DSP inference on, block RAM).
 * Both with ``-no-rw-check``: no scratchpad read port ever reads a row in the cycle it is
@@ -62,8 +62,8 @@ opt_clean
 memory_dff -no-rw-check
 wreduce t:$mul
 chtype -set $__soft_mul t:$mul
-chtype -set $mul t:$__soft_mul c:*requant_* %i
 chtype -set $mul t:$__soft_mul c:*tile_0_* %i
+chtype -set $mul t:$__soft_mul c:*tile_1_* %i
 techmap -map +/mul2dsp.v -map +/ice40/dsp_map.v -D DSP_A_MAXWIDTH=16 -D DSP_B_MAXWIDTH=16 -D DSP_A_MINWIDTH=2 -D DSP_B_MINWIDTH=2 -D DSP_Y_MINWIDTH=11 -D DSP_NAME=$__MUL16X16
 select a:mul2dsp
 setattr -unset mul2dsp
@@ -82,7 +82,7 @@ setattr -set ram_style "huge" t:$mem_v2 c:*imem* %i
 
 TARGETS = {
     "ice40": {
-        "preset": "ice40-4x4", "core_kw": {"requant_lanes": 1},
+        "preset": "ice40-4x4", "core_kw": {"requant": "serial"},
         "device": "iCE40 UP5K (sg48)", "freq": 12,
         "script": ["synth_ice40 -dsp -spram -no-rw-check -top mixpe_fmax -run begin:coarse",
                    ICE40_COARSE,

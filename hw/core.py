@@ -41,8 +41,9 @@ Structure
   the product is 0 for every shipped multiplier: checked at construction), so disabled rows
   add nothing. REQUANT first reads the ``min(R, C)`` qsp rows of its channels, then streams
   one acc row per cycle through ``min(R, C)`` :class:`~mixpe.hw.requant.Requantizer` s and
-  writes one asp row per cycle (``requant_lanes=1``: a single requantizer, one element per
-  cycle, for small FPGAs).
+  writes one asp row per cycle (``requant="lane"``: a single requantizer, one element per
+  cycle; ``"serial"``: a single DSP-free requantizer, one element per 8 cycles, for small
+  FPGAs).
 
 Memory ports (all synchronous: the row of an address presented with ``en`` in cycle ``T`` is
 on ``data`` in ``T + 1`` and holds while ``en`` is low)
@@ -102,11 +103,11 @@ Timing (cycles; ``lat`` = :func:`mixpe.hw.array.latency`, R/C array rows/columns
 * COMPUTE: first row enters the array 2 cycles after dispatch, then one row per cycle; the
   next COMPUTE dispatches the cycle after the last row left stage A (one idle cycle between
   COMPUTEs); results are written to acc ``lat`` cycles after their row entered.
-* REQUANT (``requant_lanes = min(R, C)``, the default): ``min(R, C) + 1`` cycles of parameter
+* REQUANT (``requant="parallel"``, the default): ``min(R, C) + 1`` cycles of parameter
   reads, then one row per cycle, last asp row written ``latency_requant + 2`` cycles after its
   acc read (``latency_requant`` = :data:`mixpe.hw.requant.REQUANT_LATENCY`). With
-  ``requant_lanes = 1``: no parameter phase, ``min(R, C)`` cycles per row (one element and its
-  qsp row per cycle).
+  ``"lane"``: no parameter phase, ``min(R, C)`` cycles per row (one element and its qsp row
+  per cycle); ``"serial"``: ``8·min(R, C)`` cycles per row.
 * FENCE/END: dispatch the cycle after everything is idle; ``done`` rises the cycle after END.
 
 Performance counters (``STORE mem=cnt``, :data:`mixpe.sw.isa.COUNTERS`; reset by ``start``)
@@ -141,7 +142,7 @@ from mixpe.sw import isa
 from mixpe.sw.core_config import QSP_MULT_BITS, QSP_SHIFT_BITS, CoreConfig
 
 from .array import SystolicArray
-from .requant import OUT_BITS, REQUANT_LATENCY, Requantizer
+from .requant import OUT_BITS, REQUANT_LATENCY, SERIAL_INTERVAL, Requantizer
 
 __all__ = [
     "Opcode",
@@ -154,7 +155,11 @@ __all__ = [
     "PreloadUnit",
     "ExecuteUnit",
     "AcceleratorCore",
+    "REQUANT_MODES",
 ]
+
+#: REQUANT unit variants (``AcceleratorCore(requant=...)``).
+REQUANT_MODES = ("parallel", "lane", "serial")
 
 
 # -- ISA layouts, built from the tables of sw/isa.py ------------------------------------------
@@ -525,13 +530,14 @@ class ExecuteUnit(wiring.Component):
     a_zero : int
         The activation code of value 0 (rows ``r >= k_rows``).
     i_layout : data.StructLayout
-        The array's ``i_stream`` payload (``{a, d, swap, tag}``).
+        The array's ``i_stream`` payload (``{a, d, swap}``).
     latency : int
         The array's latency (cycles from an accepted row to its result).
-    requant_lanes : int
-        ``min(R, C)``: that many requantizers, one acc row per cycle (after reading the
-        ``min(R, C)`` qsp rows into registers); 1: one requantizer, one element per cycle (the
-        qsp row of each element read on the fly), ``min(R, C)`` cycles per row.
+    requant : str
+        ``"parallel"``: ``min(R, C)`` requantizers, one acc row per cycle (after reading the
+        ``min(R, C)`` qsp rows into registers); ``"lane"``: one requantizer, one element per
+        cycle (the qsp row of each element read on the fly), ``min(R, C)`` cycles per row;
+        ``"serial"``: one DSP-free serial requantizer, one element per 8 cycles.
 
     Members
     -------
@@ -542,7 +548,11 @@ class ExecuteUnit(wiring.Component):
     asp_w : In(memory.WritePort.Signature(...))
         REQUANT output rows (priority over the LoadUnit).
     feed : Out(stream.Signature(i_layout))
-        Rows for the array (``tag`` = ``{acc row, write enable}``).
+        Rows for the array (``{a, d, swap}``).
+    result : Out({addr, we})
+        Where the array's result of this cycle goes: the acc row and write enable of the row
+        that entered ``latency`` cycles ago (the last entry of the in-flight chain that the
+        acc interlock compares against).
     shadow_krows : In(7)
         From the PreloadUnit: ``k_rows`` that a swap makes active.
     war : In({active, mem, cur, end})
@@ -564,16 +574,17 @@ class ExecuteUnit(wiring.Component):
     """
 
     def __init__(self, *, config: CoreConfig, a_zero: int, i_layout, latency: int,
-                 requant_lanes: int):
+                 requant: str):
         self._cfg = config
         self._a_zero = a_zero
         self._latency = latency
         arr, mem = config.array, config.memory
         self._width = min(arr.rows, arr.cols)
-        if requant_lanes not in (1, self._width):
-            raise ValueError(f"requant_lanes must be 1 or min(rows, cols) = {self._width}, not "
-                             f"{requant_lanes!r}")
-        self._lanes = requant_lanes
+        if requant not in REQUANT_MODES:
+            raise ValueError(f"requant must be one of {', '.join(REQUANT_MODES)}, not "
+                             f"{requant!r}")
+        self._requant = requant
+        self._lanes = self._width if requant == "parallel" else 1
         self._asp_layout = data.ArrayLayout(arr.a_bits, arr.rows)
         self._acc_layout = data.ArrayLayout(signed(arr.acc_bits), arr.cols)
         self._qsp_layout = data.StructLayout({"bias": signed(arr.acc_bits),
@@ -599,6 +610,7 @@ class ExecuteUnit(wiring.Component):
             "lo": In(signed(OUT_BITS)),
             "hi": In(signed(OUT_BITS)),
             "row_macs": In(16),
+            "result": Out(data.StructLayout({"addr": self._acc_aw, "we": 1})),
             "issue": Out(1),
             "issue_macs": Out(_KROW_BITS + 16),
             "hazard": Out(1),
@@ -670,7 +682,11 @@ class ExecuteUnit(wiring.Component):
         rq_read = Signal()           # an acc row is on acc.data this cycle
         rq_rtag = Signal(_A)          # asp row the next requantized row goes to
         rq_inflight = Signal(range(REQUANT_LATENCY + 3))
-        rq_jd = Signal(range(max(Wd, 2)))  # serial: the column on the requantizer input
+        rq_jd = Signal(range(max(Wd, 2)))  # lane/serial: the column on the requantizer input
+        interval = SERIAL_INTERVAL if self._requant == "serial" else 1
+        rq_wait = Signal(range(interval))  # cycles until the requantizer takes the next one
+        with m.If(rq_wait != 0):
+            m.d.sync += rq_wait.eq(rq_wait - 1)
         rq_last = Signal()
         params = ([Signal(self._qsp_layout, name=f"rq_param{j}") for j in range(Wd)]
                   if self._lanes == Wd else [])
@@ -696,7 +712,10 @@ class ExecuteUnit(wiring.Component):
             m.d.comb += pay.d[c].eq(Mux(b_accum, self.acc.data[c], 0))
         m.d.comb += [
             pay.swap.eq(b_swap),
-            pay.tag.eq(Cat(b_addr, b_we)),
+            # the acc row (and write enable) of the array's result in this cycle: the row that
+            # entered `latency` cycles ago (the array's o_stream has no tag)
+            self.result.addr.eq(chain[-1][:aw]),
+            self.result.we.eq(chain[-1][aw]),
             feed.valid.eq(b_valid),
             self.issue.eq(fire & b_we),
             self.issue_macs.eq(Mux(fire & b_we, krows_eff * self.row_macs, 0)),
@@ -757,10 +776,12 @@ class ExecuteUnit(wiring.Component):
                 else:  # one element per cycle: acc row once, then qsp row of channel j
                     with m.If(rq_t == rq_rows):
                         m.d.sync += rq_state.eq(3)
+                    with m.Elif(rq_wait != 0):  # the serial requantizer is still busy
+                        pass
                     with m.Elif((rq_j != 0) | ~rq_war):
                         m.d.comb += [self.acc.en.eq(rq_j == 0), self.qsp.en.eq(1)]
                         m.d.sync += [rq_read.eq(1), rq_jd.eq(rq_j),
-                                     rq_last.eq(rq_j == Wd - 1)]
+                                     rq_last.eq(rq_j == Wd - 1), rq_wait.eq(interval - 1)]
                         with m.If(rq_j == Wd - 1):
                             m.d.sync += [rq_j.eq(0), rq_t.eq(rq_t + 1)]
                         with m.Else():
@@ -828,7 +849,8 @@ class ExecuteUnit(wiring.Component):
         arr = self._cfg.array
         Wd = self._width
         jb = len(rq_jd)
-        m.submodules.requant_0 = u = Requantizer(acc_bits=arr.acc_bits, tag_bits=jb + 1)
+        m.submodules.requant_0 = u = Requantizer(acc_bits=arr.acc_bits, tag_bits=jb + 1,
+                                                 serial=self._requant == "serial")
         accs = Array([self.acc.data[j] for j in range(Wd)])
         m.d.comb += [
             u.zp.eq(self.zp), u.lo.eq(self.lo), u.hi.eq(self.hi), u.relu.eq(self.relu),
@@ -870,10 +892,11 @@ class AcceleratorCore(wiring.Component):
         weight-stationary).
     tile_rows, tile_cols : int (keyword-only)
         PEs per combinational tile of the array (``hw/array.py``), 1 by default.
-    requant_lanes : int (keyword-only)
-        Requantizers of the REQUANT unit: ``min(rows, cols)`` (default; one acc row per
-        cycle) or 1 (one element per cycle: ``min(rows, cols)`` cycles per row, for small
-        FPGAs — the iCE40 UP5K build uses it).
+    requant : str (keyword-only)
+        The REQUANT unit (:data:`REQUANT_MODES`): ``"parallel"`` (default; ``min(rows,
+        cols)`` requantizers, one acc row per cycle), ``"lane"`` (one requantizer, one
+        element per cycle) or ``"serial"`` (one DSP-free requantizer, one element per 8
+        cycles: the iCE40 UP5K build).
 
     Members
     -------
@@ -900,7 +923,7 @@ class AcceleratorCore(wiring.Component):
     """
 
     def __init__(self, config: CoreConfig, *, tile_rows: int = 1, tile_cols: int = 1,
-                 requant_lanes: int | None = None):
+                 requant: str = "parallel"):
         try:
             if not isinstance(config, CoreConfig):
                 raise TypeError(f"config must be a CoreConfig, not {config!r}")
@@ -909,17 +932,14 @@ class AcceleratorCore(wiring.Component):
                                  f"weight-stationary), not {config.array.dataflow!r}")
             self._a_zero, self._b_zero = zero_codes(config)
             arr, mem = config.array, config.memory
-            width = min(arr.rows, arr.cols)
-            if requant_lanes is None:
-                requant_lanes = width
-            if requant_lanes not in (1, width):
-                raise ValueError(f"requant_lanes must be 1 or min(rows, cols) = {width}, not "
-                                 f"{requant_lanes!r}")
-            self._requant_lanes = requant_lanes
+            if requant not in REQUANT_MODES:
+                raise ValueError(f"requant must be one of {', '.join(REQUANT_MODES)}, not "
+                                 f"{requant!r}")
+            self._requant = requant
             self._acc_aw = _aw(mem.acc_depth)
             self._array = SystolicArray.from_config(arr, tile_rows=tile_rows,
                                                     tile_cols=tile_cols,
-                                                    tag_bits=self._acc_aw + 1)
+                                                    tag_bits=0)
         except Exception:
             self._MustUse__silence = True  # no UnusedElaboratable warning for a rejected config
             raise
@@ -946,8 +966,8 @@ class AcceleratorCore(wiring.Component):
         return self._array.latency
 
     @property
-    def requant_lanes(self) -> int:
-        return self._requant_lanes
+    def requant(self) -> str:
+        return self._requant
 
     @property
     def array(self) -> SystolicArray:
@@ -996,7 +1016,7 @@ class AcceleratorCore(wiring.Component):
             wsp_depth=mc.wsp_depth, b_zero=self._b_zero)
         m.submodules.exec = ex = ExecuteUnit(config=cfg, a_zero=self._a_zero,
                                              i_layout=array.i_layout, latency=array.latency,
-                                             requant_lanes=self._requant_lanes)
+                                             requant=self._requant)
         connect(m, flipped(self.i_stream), load.i_stream)
         connect(m, store.o_stream, flipped(self.o_stream))
         connect(m, pre.preload, array.preload)
@@ -1016,7 +1036,7 @@ class AcceleratorCore(wiring.Component):
         o = array.o_stream
         aw = self._acc_aw
         arr_we = Signal()
-        m.d.comb += arr_we.eq(o.valid & o.payload.tag[aw])
+        m.d.comb += arr_we.eq(o.valid & ex.result.we)
         lw = load.w_stream
         lw_ok = Signal()
         with m.Switch(lw.payload.mem):
@@ -1031,7 +1051,7 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += lw_fire.eq(lw.valid & lw.ready)
         m.d.comb += [
             acc_w.en.eq(arr_we | (lw_fire & (lw.payload.mem == MemSel.ACC))),
-            acc_w.addr.eq(Mux(arr_we, o.payload.tag[:aw], lw.payload.addr)),
+            acc_w.addr.eq(Mux(arr_we, ex.result.addr, lw.payload.addr)),
             acc_w.data.eq(Mux(arr_we, o.payload.c.as_value(), lw.payload.data)),
             asp_w.en.eq(ex.asp_w.en | (lw_fire & (lw.payload.mem == MemSel.ASP))),
             asp_w.addr.eq(Mux(ex.asp_w.en, ex.asp_w.addr, lw.payload.addr)),

@@ -24,20 +24,35 @@ together by ``o_stream.ready``)::
     S4  u = clamp(t >> sa, -2^19, 2^19 - 1);  v = round ? (u + 1) >> 1 : u
     S5  y = clamp((relu ? max(v, 0) : v) + zp, lo, hi)
 
+S4 uses a shifter that narrows at each stage (only ``20 + 2^b - 1`` bits can matter after the
+shift by ``2^b``; wider values have overflowed).
+
+``serial=True`` (small FPGAs: no DSP block, ~a quarter of the logic) replaces S2–S4 by two
+16-cycle stages that overlap for consecutive values: 16 radix-4 Horner steps build ``t`` from
+the 2-bit digits of ``mult`` (``x·d`` is one of ``0, x, 2x, 3x``; the sign of ``mult`` is the
+start value ``-x``), then 16 steps shift it right by 4 bits at a time and the last one shifts
+the remaining 0 … 3 bits and clamps. One value every :data:`SERIAL_INTERVAL` = 16 cycles,
+latency :data:`SERIAL_LATENCY` = 34.
+
 The core (``hw/core.py``) instantiates ``min(rows, cols)`` of them side by side, so a REQUANT
-converts one accumulator row per cycle.
+converts one accumulator row per cycle (or one serial requantizer on small FPGAs).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Requantizer", "REQUANT_LATENCY", "OUT_BITS", "MULT_BITS", "SHIFT_BITS"]
+__all__ = ["Requantizer", "REQUANT_LATENCY", "SERIAL_LATENCY", "SERIAL_INTERVAL", "OUT_BITS",
+           "MULT_BITS", "SHIFT_BITS"]
 
 #: Pipeline stages from an accepted input to its output beat (with ``o_stream.ready`` high).
 REQUANT_LATENCY = 5
+#: The same for ``serial=True`` (load, 16 multiply steps, 16 shift steps, S4, S5).
+SERIAL_LATENCY = 34
+#: Cycles between accepted inputs of a ``serial`` requantizer.
+SERIAL_INTERVAL = 16
 #: Width of the signed result (``zp``, ``lo``, ``hi`` are 16-bit CONFIG fields).
 OUT_BITS = 16
 #: Width of the signed per-channel multiplier.
@@ -56,6 +71,9 @@ class Requantizer(wiring.Component):
         Width of the accumulator values and the bias (two's complement), 2 … 48.
     tag_bits : int
         Width of an opaque ``tag`` carried from input to output with each value (0: none).
+    serial : bool
+        Serial radix-4 multiplier and shifter (no DSP; one value per 16 cycles) instead of
+        two DSP-sized partial products and a barrel shifter (one value per cycle).
 
     Members
     -------
@@ -77,15 +95,19 @@ class Requantizer(wiring.Component):
         ``acc_bits`` or ``tag_bits`` is not an integer in range.
     """
 
-    def __init__(self, *, acc_bits: int = 32, tag_bits: int = 0):
+    def __init__(self, *, acc_bits: int = 32, tag_bits: int = 0, serial: bool = False):
         if isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or not 2 <= acc_bits <= 48:
             self._MustUse__silence = True  # no UnusedElaboratable warning for a rejected one
             raise TypeError(f"Accumulator width must be an integer in [2, 48], not {acc_bits!r}")
         if isinstance(tag_bits, bool) or not isinstance(tag_bits, int) or tag_bits < 0:
             self._MustUse__silence = True
             raise TypeError(f"Tag width must be a non-negative integer, not {tag_bits!r}")
+        if not isinstance(serial, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"serial must be a bool, not {serial!r}")
         self._acc_bits = acc_bits
         self._tag_bits = tag_bits
+        self._serial = serial
         i_fields = {"acc": signed(acc_bits), "bias": signed(acc_bits), "mult": signed(MULT_BITS),
                     "shift": SHIFT_BITS}
         o_fields = {"y": signed(OUT_BITS)}
@@ -112,9 +134,18 @@ class Requantizer(wiring.Component):
         return self._tag_bits
 
     @property
+    def serial(self) -> bool:
+        return self._serial
+
+    @property
     def latency(self) -> int:
         """Cycles from an accepted input to its output beat (``o_stream.ready`` held high)."""
-        return REQUANT_LATENCY
+        return SERIAL_LATENCY if self._serial else REQUANT_LATENCY
+
+    @property
+    def interval(self) -> int:
+        """Cycles between accepted inputs at full rate (1, or 16 when ``serial``)."""
+        return SERIAL_INTERVAL if self._serial else 1
 
     @property
     def i_layout(self) -> data.StructLayout:
@@ -128,75 +159,194 @@ class Requantizer(wiring.Component):
         m = Module()
         A = self._acc_bits
         i, o = self.i_stream, self.o_stream
-        en = Signal()  # the whole pipeline advances
-        m.d.comb += [en.eq(~o.valid | o.ready), i.ready.eq(en)]
-
-        valid = [Signal(name=f"valid{k}") for k in range(1, REQUANT_LATENCY + 1)]
-        tags = [Signal(self._tag_bits, name=f"tag{k}") for k in range(1, REQUANT_LATENCY + 1)]
-        with m.If(en):
-            m.d.sync += valid[0].eq(i.valid)
-            m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, REQUANT_LATENCY)]
-            if self._tag_bits:
-                m.d.sync += tags[0].eq(i.payload.tag)
-                m.d.sync += [tags[k].eq(tags[k - 1]) for k in range(1, REQUANT_LATENCY)]
-
-        # S1: x = acc + bias; the shift before the rounding bit, sa = max(shift - 1, 0)
-        x1 = Signal(signed(A + 1))
-        mult1 = Signal(signed(MULT_BITS))
-        sa1 = Signal(SHIFT_BITS)
-        round1 = Signal()
-        with m.If(en):
-            m.d.sync += [
-                x1.eq(i.payload.acc + i.payload.bias),
-                mult1.eq(i.payload.mult),
-                sa1.eq(Mux(i.payload.shift == 0, 0, i.payload.shift - 1)),
-                round1.eq(i.payload.shift != 0),
-            ]
-        # S2: two partial products of DSP size (x · 16 bits each)
-        p_lo = Signal(signed(A + 1 + 17))
-        p_hi = Signal(signed(A + 1 + 16))
-        sa2 = Signal(SHIFT_BITS)
-        round2 = Signal()
-        with m.If(en):
-            m.d.sync += [
-                p_lo.eq(x1 * Cat(mult1[:16], 0).as_signed()),
-                p_hi.eq(x1 * mult1[16:].as_signed()),
-                sa2.eq(sa1),
-                round2.eq(round1),
-            ]
-        # S3: the exact product t = x · mult
-        t_bits = A + 1 + MULT_BITS
-        t3 = Signal(signed(t_bits))
-        sa3 = Signal(SHIFT_BITS)
-        round3 = Signal()
-        with m.If(en):
-            m.d.sync += [t3.eq((p_hi << 16) + p_lo), sa3.eq(sa2), round3.eq(round2)]
-        # S4: u = t >> (shift - 1), clamped to 20 bits, then the rounding bit:
-        # floor((t + 2^(s-1)) / 2^s) = (floor(t / 2^(s-1)) + 1) >> 1 for s >= 1
-        u_lo, u_hi = -(1 << (_U_BITS - 1)), (1 << (_U_BITS - 1)) - 1
-        u = Signal(signed(t_bits))
-        u_sat = Signal(signed(_U_BITS))
-        m.d.comb += [
-            u.eq(t3 >> sa3),
-            u_sat.eq(Mux(u < u_lo, u_lo, Mux(u > u_hi, u_hi, u))),
-        ]
+        en = Signal()  # the whole unit advances (o_stream back-pressure stalls everything)
+        m.d.comb += en.eq(~o.valid | o.ready)
+        if self._serial:
+            u_sat, round3, valid3, tag3 = self._serial_path(m, en)
+        else:
+            t_bits = A + 1 + MULT_BITS
+            t3 = Signal(signed(t_bits))   # the exact product x · mult
+            sa3 = Signal(SHIFT_BITS)
+            round3 = Signal()
+            valid3 = Signal()
+            tag3 = Signal(self._tag_bits)
+            self._multiply_parallel(m, en, t3, sa3, round3, valid3, tag3)
+            # S4: u = t >> (shift - 1), clamped to 20 bits, then the rounding bit:
+            # floor((t + 2^(s-1)) / 2^s) = (floor(t / 2^(s-1)) + 1) >> 1 for s >= 1
+            u_sat = _shift_clamp(m, t3, sa3, _U_BITS)
         v4 = Signal(signed(_U_BITS))
+        valid4 = Signal()
+        tag4 = Signal(self._tag_bits)
         with m.If(en):
-            m.d.sync += v4.eq(Mux(round3, (u_sat + 1) >> 1, u_sat))
+            m.d.sync += [v4.eq(Mux(round3, (u_sat + 1) >> 1, u_sat)), valid4.eq(valid3),
+                         tag4.eq(tag3)]
         # S5: ReLU, zero point, clamp (torch.clamp order: max with lo, then min with hi)
         r = Signal(signed(_U_BITS))
         z = Signal(signed(_U_BITS + 1))
         zl = Signal(signed(_U_BITS + 1))
         y5 = Signal(signed(OUT_BITS))
+        valid5 = Signal()
+        tag5 = Signal(self._tag_bits)
         m.d.comb += [
             r.eq(Mux(self.relu & (v4 < 0), 0, v4)),
             z.eq(r + self.zp),
             zl.eq(Mux(z < self.lo, self.lo, z)),
         ]
         with m.If(en):
-            m.d.sync += y5.eq(Mux(zl > self.hi, self.hi, zl))
-
-        m.d.comb += [o.valid.eq(valid[-1]), o.payload.y.eq(y5)]
+            m.d.sync += [y5.eq(Mux(zl > self.hi, self.hi, zl)), valid5.eq(valid4),
+                         tag5.eq(tag4)]
+        m.d.comb += [o.valid.eq(valid5), o.payload.y.eq(y5)]
         if self._tag_bits:
-            m.d.comb += o.payload.tag.eq(tags[-1])
+            m.d.comb += o.payload.tag.eq(tag5)
         return m
+
+    def _stage1(self, m, load):
+        """S1 registers: ``x = acc + bias``, ``sa = max(shift - 1, 0)``, ``round``, the tag."""
+        i = self.i_stream
+        x1 = Signal(signed(self._acc_bits + 1))
+        sa1 = Signal(SHIFT_BITS)
+        round1 = Signal()
+        tag1 = Signal(self._tag_bits)
+        with m.If(load):
+            m.d.sync += [
+                x1.eq(i.payload.acc + i.payload.bias),
+                sa1.eq(Mux(i.payload.shift == 0, 0, i.payload.shift - 1)),
+                round1.eq(i.payload.shift != 0),
+            ]
+            if self._tag_bits:
+                m.d.sync += tag1.eq(i.payload.tag)
+        return x1, sa1, round1, tag1
+
+    def _multiply_parallel(self, m, en, t3, sa3, round3, valid3, tag3):
+        """S1–S3, one value per cycle: two DSP-sized partial products (x · 16 bits each)."""
+        i = self.i_stream
+        m.d.comb += i.ready.eq(en)
+        x1, sa1, round1, tag1 = self._stage1(m, en)
+        mult1 = Signal(signed(MULT_BITS))
+        valid1 = Signal()
+        with m.If(en):
+            m.d.sync += [mult1.eq(i.payload.mult), valid1.eq(i.valid)]
+        A = self._acc_bits
+        p_lo = Signal(signed(A + 1 + 17))
+        p_hi = Signal(signed(A + 1 + 16))
+        sa2 = Signal(SHIFT_BITS)
+        round2 = Signal()
+        valid2 = Signal()
+        tag2 = Signal(self._tag_bits)
+        with m.If(en):
+            m.d.sync += [
+                p_lo.eq(x1 * Cat(mult1[:16], 0).as_signed()),
+                p_hi.eq(x1 * mult1[16:].as_signed()),
+                sa2.eq(sa1), round2.eq(round1), valid2.eq(valid1), tag2.eq(tag1),
+                t3.eq((p_hi << 16) + p_lo), sa3.eq(sa2), round3.eq(round2), valid3.eq(valid2),
+                tag3.eq(tag2),
+            ]
+
+    def _serial_path(self, m, en):
+        """The DSP-free path: M, 16 radix-4 Horner steps ``t = 4·t + x·d`` over the 2-bit
+        digits ``d`` of ``mult`` read as unsigned (``t`` starts at ``-x`` when ``mult < 0``:
+        ``x·mult = x·mult_u - x·2^32·[mult < 0]``; ``x·d`` is a choice of ``0, x, 2x, 3x``);
+        then S, 16 cycles shifting ``t`` right by 4 while ``4·k < shift - 1`` and, in the
+        last one, the remaining 0 … 3 bits with the 20-bit clamp. M and S overlap for
+        consecutive values: one value per 16 cycles. Returns ``(u_sat, round, valid, tag)``
+        of the S stage's last cycle."""
+        A = self._acc_bits
+        i = self.i_stream
+        steps = MULT_BITS // 2
+        t_bits = A + 1 + MULT_BITS
+        # M stage
+        m_busy = Signal()
+        m_step = Signal(range(steps))
+        m_done = Signal()
+        load = Signal()
+        m.d.comb += [m_done.eq(m_busy & (m_step == steps - 1)),
+                     i.ready.eq(en & (~m_busy | m_done)),
+                     load.eq(i.valid & i.ready)]
+        x = Signal(signed(A + 1))
+        m.d.comb += x.eq(i.payload.acc + i.payload.bias)
+        x1 = Signal(signed(A + 1))
+        x3 = Signal(signed(A + 3))
+        m_sr = Signal(MULT_BITS)
+        acc = Signal(signed(t_bits))
+        sa1 = Signal(SHIFT_BITS)
+        round1 = Signal()
+        tag1 = Signal(self._tag_bits)
+        add = Signal(signed(A + 3))
+        nxt = Signal(signed(t_bits))
+        with m.Switch(m_sr[-2:]):
+            for d, val in enumerate((0, x1, x1 << 1, x3)):
+                with m.Case(d):
+                    m.d.comb += add.eq(val)
+        m.d.comb += nxt.eq((acc << 2) + add)
+        # S stage
+        s_busy = Signal()
+        s_cnt = Signal(range(steps))
+        s_last = Signal()
+        u = Signal(signed(t_bits))
+        u_next = Signal(signed(t_bits))
+        s_sa = Signal(SHIFT_BITS)
+        s_round = Signal()
+        s_tag = Signal(self._tag_bits)
+        m.d.comb += [
+            s_last.eq(s_busy & (s_cnt == steps - 1)),
+            u_next.eq(Mux(s_cnt < s_sa[2:], u >> 4, u)),
+        ]
+        pre = _saturate(m, u_next, _U_BITS + 3)
+        u_sat = _shift_clamp(m, pre, s_sa[:2], _U_BITS)
+        valid = Signal()
+        m.d.comb += valid.eq(s_last)
+        with m.If(en):
+            with m.If(s_busy):
+                m.d.sync += [u.eq(u_next), s_cnt.eq(s_cnt + 1)]
+                with m.If(s_last):
+                    m.d.sync += [s_busy.eq(0), s_cnt.eq(0)]
+            with m.If(m_busy):
+                m.d.sync += [acc.eq(nxt), m_sr.eq(m_sr << 2), m_step.eq(m_step + 1)]
+                with m.If(m_done):
+                    m.d.sync += [m_busy.eq(0), m_step.eq(0), u.eq(nxt), s_busy.eq(1),
+                                 s_cnt.eq(0), s_sa.eq(sa1), s_round.eq(round1), s_tag.eq(tag1)]
+            with m.If(load):
+                m.d.sync += [
+                    m_busy.eq(1), m_step.eq(0), x1.eq(x), x3.eq(x + (x << 1)),
+                    m_sr.eq(i.payload.mult), acc.eq(Mux(i.payload.mult[-1], -x, 0)),
+                    sa1.eq(Mux(i.payload.shift == 0, 0, i.payload.shift - 1)),
+                    round1.eq(i.payload.shift != 0),
+                ]
+                if self._tag_bits:
+                    m.d.sync += tag1.eq(i.payload.tag)
+        return u_sat, s_round, valid, s_tag
+
+
+def _saturate(m, v, bits: int):
+    """``v`` clamped to ``bits``-bit two's complement."""
+    out = Signal(signed(bits))
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if len(v) <= bits:
+        m.d.comb += out.eq(v)
+    else:
+        top = v[bits - 1:]
+        fits = (top == 0) | (top == (1 << len(top)) - 1)
+        m.d.comb += out.eq(Mux(fits, v[:bits].as_signed(), Mux(v[-1], lo, hi)))
+    return out
+
+
+def _shift_clamp(m, t, sa, keep: int):
+    """``clamp(t >> sa, -2^(keep-1), 2^(keep-1) - 1)`` (arithmetic shift) with a shifter that
+    narrows at every stage: after shifting by the bits ``>= 2^b`` of ``sa`` only
+    ``keep + 2^b - 1`` bits can still matter, anything wider has overflowed (same sign)."""
+    cur = t
+    ovf = Const(0, 1)
+    for b in reversed(range(len(sa))):
+        amt = 1 << b
+        shifted = Mux(sa[b], cur >> amt, cur)
+        width = keep + amt - 1
+        if len(cur) > width:
+            top = shifted[width - 1:]
+            ovf = ovf | ~((top == 0) | (top == (1 << len(top)) - 1))
+            cur = shifted[:width].as_signed()
+        else:
+            cur = shifted
+    out = Signal(signed(keep))
+    lo, hi = -(1 << (keep - 1)), (1 << (keep - 1)) - 1
+    m.d.comb += out.eq(Mux(ovf, Mux(t < 0, lo, hi), cur))
+    return out

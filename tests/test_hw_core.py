@@ -115,8 +115,8 @@ def test_gemm_odd_shape_with_stalls():
     check(prog, TINY, seed=1, idle=0.3, stall=0.3)
 
 
-@pytest.mark.parametrize("lanes", [1, 2])
-def test_requant_and_accumulate(lanes):
+@pytest.mark.parametrize("mode", ["parallel", "lane", "serial"])
+def test_requant_and_accumulate(mode):
     torch.manual_seed(1)
     a = torch.randint(0, 256, (4, 5))
     b = torch.randint(0, 256, (5, 2))
@@ -124,7 +124,7 @@ def test_requant_and_accumulate(lanes):
                  shift=torch.tensor([24, 23]), zp=3, relu=True, lo=-128, hi=127)
     prog = compile_gemm(a, b, TINY, requant=rq, acc_overwrite=False,
                         acc_init=torch.tensor([[100, -100]]))
-    check(prog, TINY, requant_lanes=lanes, stall=0.3 if lanes == 1 else 0.0)
+    check(prog, TINY, requant=mode, stall=0.0 if mode == "parallel" else 0.3)
 
 
 def test_conv_direct_pattern():
@@ -155,8 +155,8 @@ def test_rejects_bad_config():
     os_cfg = dataclasses.replace(TINY, array=dataclasses.replace(TINY.array, dataflow="os"))
     with pytest.raises(ValueError, match="dataflow"):
         AcceleratorCore(os_cfg)
-    with pytest.raises(ValueError, match="requant_lanes"):
-        AcceleratorCore(TINY, requant_lanes=3)
+    with pytest.raises(ValueError, match="requant"):
+        AcceleratorCore(TINY, requant="fast")
 
 
 def test_variant_selects_per_column():

@@ -14,7 +14,7 @@ import pytest
 import torch
 from amaranth.back import verilog
 from amaranth.sim import Simulator
-from mixpe.hw.requant import REQUANT_LATENCY, Requantizer
+from mixpe.hw.requant import Requantizer
 from mixpe.sw.requant import requantize
 
 
@@ -24,9 +24,9 @@ def expected(vec, cfgv):
     return requantize(acc, bias, mult, shift, **cfgv).tolist()
 
 
-def simulate(acc_bits, vectors, cfgv, *, seed=0, idle=0.0, stall=0.0):
+def simulate(acc_bits, vectors, cfgv, *, seed=0, idle=0.0, stall=0.0, serial=False):
     """Stream ``vectors`` (acc, bias, mult, shift) through a Requantizer; return the ys."""
-    dut = Requantizer(acc_bits=acc_bits, tag_bits=16)
+    dut = Requantizer(acc_bits=acc_bits, tag_bits=16, serial=serial)
     rng = random.Random(seed)
     got = []
 
@@ -66,7 +66,8 @@ def simulate(acc_bits, vectors, cfgv, *, seed=0, idle=0.0, stall=0.0):
 CFG_PLAIN = dict(zp=0, relu=False, lo=-32768, hi=32767)
 
 
-def test_exhaustive_small_ranges_and_ties():
+@pytest.mark.parametrize("serial", [False, True])
+def test_exhaustive_small_ranges_and_ties(serial):
     """Every acc in [-64, 63] × shifts 0…9 × multipliers × biases: all ties of those shifts."""
     vec = [(acc, bias, mult, shift)
            for acc in range(-64, 64)
@@ -74,7 +75,7 @@ def test_exhaustive_small_ranges_and_ties():
            for mult in (1, -1, 3, -7, 2 ** 31 - 1, -(2 ** 31))
            for shift in (0, 1, 2, 3, 5, 9)]
     for cfgv in (CFG_PLAIN, dict(zp=-3, relu=True, lo=-128, hi=127)):
-        got = simulate(8, vec, cfgv)
+        got = simulate(8, vec, cfgv, serial=serial)
         assert got == expected(vec, cfgv)
 
 
@@ -92,8 +93,9 @@ def test_output_stage(cfgv):
     assert simulate(20, vec, cfgv, seed=1) == expected(vec, cfgv)
 
 
+@pytest.mark.parametrize("serial", [False, True])
 @pytest.mark.parametrize("acc_bits", [2, 16, 32, 48])
-def test_random_extremes_with_backpressure(acc_bits):
+def test_random_extremes_with_backpressure(acc_bits, serial):
     """Random (incl. extreme) operands with idle cycles and back-pressure."""
     rng = random.Random(acc_bits)
     lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
@@ -108,27 +110,33 @@ def test_random_extremes_with_backpressure(acc_bits):
                     rng.choice([0, 1, 31, 32, 47, 61, 62]) if rng.random() < 0.3 else
                     rng.randint(0, 62)))
     cfgv = dict(zp=rng.randint(-50, 50), relu=True, lo=-1000, hi=30000)
-    got = simulate(acc_bits, vec, cfgv, seed=acc_bits, idle=0.2, stall=0.3)
+    got = simulate(acc_bits, vec, cfgv, seed=acc_bits, idle=0.2, stall=0.3, serial=serial)
     assert got == expected(vec, cfgv)
-    got = simulate(acc_bits, vec, CFG_PLAIN, seed=acc_bits + 1)
+    got = simulate(acc_bits, vec, CFG_PLAIN, seed=acc_bits + 1, serial=serial)
     assert got == expected(vec, CFG_PLAIN)
 
 
-def test_latency_one_per_cycle():
-    """With ready held high, a value accepted in cycle T leaves in T + latency."""
-    dut = Requantizer(acc_bits=8)
+@pytest.mark.parametrize("serial", [False, True])
+def test_latency_and_interval(serial):
+    """With ready held high, a value accepted in cycle T leaves in T + latency; inputs are
+    taken every ``interval`` cycles."""
+    dut = Requantizer(acc_bits=8, serial=serial)
     seen = []
 
     async def bench(ctx):
         ctx.set(dut.o_stream.ready, 1)
         ctx.set(dut.hi, 127)
         ctx.set(dut.lo, -128)
-        for cyc in range(12):
-            ctx.set(dut.i_stream.valid, int(cyc < 3))
-            ctx.set(dut.i_stream.payload, {"acc": cyc + 1, "bias": 0, "mult": 1, "shift": 0})
-            _, _, valid, y = await ctx.tick().sample(dut.o_stream.valid, dut.o_stream.payload.y)
+        n = 0
+        for cyc in range(80):
+            ctx.set(dut.i_stream.valid, int(n < 3))
+            ctx.set(dut.i_stream.payload, {"acc": n + 1, "bias": 0, "mult": 1, "shift": 0})
+            _, _, valid, y, ready = await ctx.tick().sample(
+                dut.o_stream.valid, dut.o_stream.payload.y, dut.i_stream.ready)
             if valid:
                 seen.append((cyc, y))
+            if ready and n < 3:
+                n += 1
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -136,7 +144,7 @@ def test_latency_one_per_cycle():
     sim.run()
     # sampled at the edge that ends a cycle: the output of input cycle T is on the port
     # during cycle T + latency
-    assert seen == [(REQUANT_LATENCY + k, k + 1) for k in range(3)]
+    assert seen == [(dut.latency + k * dut.interval, k + 1) for k in range(3)]
 
 
 def test_parameters_checked():
