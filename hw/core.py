@@ -18,8 +18,10 @@ Structure
         ▼             │                           × min(R, C) → asp         ▼
      write arbiters ──┴──── wsp / asp / acc / qsp (lib.memory.Memory) ◄── acc writes
 
-* **Dispatcher** (``m.FSM``: ``Idle`` → ``Fetch`` → ``Run`` → ``Done``): reads ``imem[pc]``
-  through a synchronous port, decodes it with :data:`INSTR_LAYOUT` (built from
+* **Dispatcher** (``m.FSM``: ``Idle`` → ``Fetch`` → ``Fetch-Next`` → ``Run`` → ``Done``):
+  holds the instruction in a register ``ir`` (the next one waits on imem's synchronous
+  read port, so dispatch logic never starts at the block RAM's output), decodes it with
+  :data:`INSTR_LAYOUT` (built from
   ``sw/isa.py:struct_fields``) and hands it to a unit over a ``lib.stream`` command stream
   when the unit takes it and the instruction's dependencies hold (table below). One
   instruction per cycle at best.
@@ -94,7 +96,8 @@ below the memory depth (they wrap, where the reference raises).
 
 Timing (cycles; ``lat`` = :func:`mixpe.hw.array.latency`, R/C array rows/columns)
 ---------------------------------------------------------------------------------
-* dispatch: one instruction per cycle; ``start`` → first dispatch 2 cycles (``Fetch``).
+* dispatch: one instruction per cycle; ``start`` → first dispatch 3 cycles (``Fetch``,
+  ``Fetch-Next``).
 * LOAD: words are taken from the cycle after dispatch, one per cycle.
 * STORE: first word on ``o_stream`` 2 cycles after dispatch (request, read), then one word per
   cycle (asp/acc; wsp/qsp/cnt rows take ``words + 1`` cycles each).
@@ -156,10 +159,18 @@ __all__ = [
     "ExecuteUnit",
     "AcceleratorCore",
     "REQUANT_MODES",
+    "CYCLE_MODEL_TIMING",
 ]
 
 #: REQUANT unit variants (``AcceleratorCore(requant=...)``).
 REQUANT_MODES = ("parallel", "lane", "serial")
+
+#: This controller's cycle offsets in the terms of ``sw/cyclemodel.py:ControllerTiming``, where
+#: they differ from its defaults: the LoadUnit writes a row in the cycle it takes its last word
+#: (no row register); two fetch cycles (``Fetch``, ``Fetch-Next``: the instruction register
+#: is loaded from the block RAM) before the first dispatch. ``sim/test_core.py`` checks the
+#: model with them.
+CYCLE_MODEL_TIMING = {"load_write": 0, "fetch": 2}
 
 
 # -- ISA layouts, built from the tables of sw/isa.py ------------------------------------------
@@ -891,7 +902,10 @@ class AcceleratorCore(wiring.Component):
         The whole core; ``array.dataflow`` must be ``"ws"`` (the ISA's COMPUTE is
         weight-stationary).
     tile_rows, tile_cols : int (keyword-only)
-        PEs per combinational tile of the array (``hw/array.py``), 1 by default.
+        PEs per combinational tile of the array (``hw/array.py``), 1 by default. In WS only
+        ``tile_cols`` matters: ``tile_cols = cols`` broadcasts each activation along its row
+        (no horizontal registers, no skew of ``d``, no de-skew): ~20 % fewer FFs on the
+        4×4 array, latency ``1 + rows·L``.
     requant : str (keyword-only)
         The REQUANT unit (:data:`REQUANT_MODES`): ``"parallel"`` (default; ``min(rows,
         cols)`` requantizers, one acc row per cycle), ``"lane"`` (one requantizer, one
@@ -1120,18 +1134,20 @@ class AcceleratorCore(wiring.Component):
             m.d.comb += array.mode.eq(mode)
 
         # ---- dispatcher -------------------------------------------------------------------
-        pc = Signal(_aw(mc.imem_depth))
+        # ir holds the instruction being dispatched (a register: the block RAM's slow output
+        # only feeds it); imem's read port holds the next one, at address `fa`
+        fa = Signal(_aw(mc.imem_depth))
         ir = Signal(INSTR_LAYOUT)
-        running = Signal()    # Fetch or Run
-        # one address for both imem ports (the host's while idle, the pc's while running) and
-        # no read while writing: a single-port RAM (iCE40 SPRAM, see bench/core_fit.py)
-        imem_a = Signal.like(pc)
+        running = Signal()    # Fetch, Fetch-Next or Run
+        # one address for both imem ports (the host's while idle, the fetch address while
+        # running) and no read while writing: a single-port RAM (iCE40 SPRAM, see
+        # bench/core_fit.py)
+        imem_a = Signal.like(fa)
         m.d.comb += [
             imem_w.addr.eq(imem_a), imem_r.addr.eq(imem_a),
             imem_w.data.eq(self.imem_data), imem_w.en.eq(self.imem_we & ~running),
             imem_r.en.eq(~imem_w.en),
-            imem_a.eq(Mux(running, pc, self.imem_addr)),
-            ir.eq(imem_r.data),
+            imem_a.eq(Mux(running, fa + 1, self.imem_addr)),
         ]
         P = ir.payload
         load_idle = ~load.busy
@@ -1174,14 +1190,17 @@ class AcceleratorCore(wiring.Component):
                 with m.If(self.start):
                     m.next = "Fetch"
             with m.State("Fetch"):  # imem[0] is read in this cycle
+                m.d.comb += [running.eq(1), imem_a.eq(0)]
+                m.next = "Fetch-Next"
+            with m.State("Fetch-Next"):  # ir ← imem[0]; imem[1] is read
                 m.d.comb += running.eq(1)
+                m.d.sync += [ir.eq(imem_r.data), fa.eq(1)]
                 m.next = "Run"
             with m.State("Run"):
                 m.d.comb += [running.eq(1), go.eq(unit_ok & deps_ok),
-                             dep_wait.eq(unit_ok & ~deps_ok)]
+                             dep_wait.eq(unit_ok & ~deps_ok), imem_r.en.eq(go)]
                 with m.If(go):
-                    m.d.comb += imem_a.eq(pc + 1)
-                    m.d.sync += pc.eq(pc + 1)
+                    m.d.sync += [ir.eq(imem_r.data), fa.eq(fa + 1)]
                     with m.If(ir.op == Opcode.END):
                         m.next = "Done"
                     with m.If(ir.op == Opcode.CONFIG):
@@ -1204,7 +1223,7 @@ class AcceleratorCore(wiring.Component):
             ex.cmd.valid.eq(go & ((ir.op == Opcode.COMPUTE) | (ir.op == Opcode.REQUANT))),
         ]
         with m.If(self.start & ~running):
-            m.d.sync += [pc.eq(0), mode.eq(0), relu.eq(0), zp.eq(0), lo.eq(0), hi.eq(0),
+            m.d.sync += [fa.eq(0), mode.eq(0), relu.eq(0), zp.eq(0), lo.eq(0), hi.eq(0),
                          overwrite_default.eq(0)]
             m.d.sync += [c.eq(0) for c in counters.values()]
         with m.Else():

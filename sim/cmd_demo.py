@@ -19,9 +19,8 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from rich.console import Console
-
     from mixpe.sw.cmd_mult import shipped_metrics_table
+    from rich.console import Console
 
     console = Console()
     shipped_metrics_table(console)

@@ -168,3 +168,14 @@ def test_variant_selects_per_column():
     a = torch.randint(0, 256, (3, 3), generator=gen)
     b = torch.randint(0, 256, (3, 3), generator=gen)
     check(compile_gemm(a, b, cfg, variant_map=torch.arange(3) % 3), cfg, stall=0.2)
+
+
+def test_tiled_array_serial_requant():
+    """The iCE40 build options: a row of PEs per combinational tile, the serial requantizer."""
+    gen = torch.Generator().manual_seed(4)
+    a = torch.randint(0, 256, (6, 5), generator=gen)
+    b = torch.randint(0, 256, (5, 2), generator=gen)
+    rq = Requant(bias=torch.tensor([1, -2]), mult=torch.tensor([5 << 20, 3 << 21]),
+                 shift=torch.tensor([25, 26]), zp=-1, relu=False, lo=-128, hi=127)
+    check(compile_gemm(a, b, TINY, requant=rq, read_counters=True), TINY, tile_cols=2,
+          requant="serial", stall=0.2)
