@@ -333,15 +333,18 @@ class _ArrayBase(wiring.Component):
         self._variants = variants
         self._base_pe = pe
         if variants:
-            from mixpe.sw.mult.variants import variants_spec
-
             if pe.composable:
                 raise ValueError(f"variants: {pe.mult} is composable (run-time precision); "
                                  "variants of composable multipliers are not supported")
             try:
-                pe = dataclasses.replace(pe, mult=variants_spec(pe.mult, variants))
+                # plain variants fold into the core multiplier behind pe's decoders; format
+                # variants make a code-port unit of decoded members (ArrayConfig.array_pe)
+                pe = ArrayConfig(rows=1, cols=1, pe=pe, dataflow=dataflow,
+                                 variants=variants).array_pe
             except ValueError as e:
-                raise ValueError(f"variants: {e}") from None
+                msg = str(e)
+                raise ValueError(msg if msg.startswith("variants") else f"variants: {msg}") \
+                    from None
         self._pe = pe
         info = _pe_info(pe)
         self._pe_latency = info["latency"]

@@ -47,7 +47,9 @@ Variants
     ``variant_map`` selects, per output channel (``[N]``) or per k and output channel
     (``[K, N]``; conv: ``[OC]`` or per kernel ``[OC, C/groups]``), which of the array's
     multipliers (``cfg.array.pe_configs``) computes the products; K-tiles are cut where the
-    selection changes, and each PRELOAD loads a select row.
+    selection changes, and each PRELOAD loads a select row. Variants with their own number formats
+    (``ArrayConfig.variant_index``) take codes of their own width: the compiler stores them
+    zero-extended in the port-wide wsp/asp elements and rejects codes that do not fit.
 
 This module never imports Amaranth.
 """
@@ -469,6 +471,32 @@ def _check_variants(vm, shape_ok, desc, cfg):
     return vm
 
 
+def _check_variant_codes(cfg, a, b, vm, names, per_k=True):
+    """Format variants (``ArrayConfig.has_format_variants``): the codes of every product must
+    fit the code widths of its variant (``variant_code_bits``), as the hardware reads only
+    their low bits (the code-width rule; the compiler passes codes zero-extended). ``a`` is
+    ``[M, K]`` (``per_k=False``: any shape, checked against every variant used), ``b`` and
+    ``vm`` (or None: variant 0) ``[K, N]``."""
+    arr = cfg.array
+    if not arr.has_format_variants:
+        return
+    if vm is None:
+        vm = torch.zeros(b.shape, dtype=torch.int64)
+    for v in torch.unique(vm).tolist():
+        ab, bb = arr.variant_code_bits(v)
+        hit = vm == v
+        spec = f"variant {v} ({arr.pe_configs[v].name})"
+        wb = b[hit]
+        if wb.numel() and int(wb.max()) >= 1 << bb:
+            raise ValueError(f"{names[1]}: {spec} takes {bb}-bit weight codes in [0, "
+                             f"{(1 << bb) - 1}], got {int(wb.max())}")
+        ka = hit.any(1) if per_k else None
+        xa = a[:, ka] if per_k else a
+        if xa.numel() and int(xa.max()) >= 1 << ab:
+            raise ValueError(f"{names[0]}: {spec} takes {ab}-bit activation codes in [0, "
+                             f"{(1 << ab) - 1}], got {int(xa.max())}")
+
+
 def _cut_tiles(n: int, size: int, key: torch.Tensor | None = None) -> list[tuple[int, int]]:
     """Split ``range(n)`` into tiles of at most ``size``, cutting also where ``key[i]``
     (a row per index) changes."""
@@ -829,6 +857,7 @@ def compile_gemm(a_codes, b_codes, cfg: CoreConfig, *, requant: Requant | None =
                          cfg)
     if vm is not None and vm.dim() == 1:
         vm = vm[None].expand(K, N)
+    _check_variant_codes(cfg, a_t, b_t, vm, ("a_codes", "b_codes"))
     vmw = _vm_words(vm, lanes, K)
     requant = _check_requant(requant, N, cfg)
     if not acc_overwrite and acc_init is None:
@@ -934,6 +963,10 @@ def compile_conv2d(x_codes, w_codes, cfg: CoreConfig, *, stride=1, padding=0, gr
                          f"[{oc}, {cg}]", cfg)
     if vm is not None and vm.dim() == 1:
         vm = vm[:, None].expand(oc, cg)
+    _check_variant_codes(cfg, as_int64(x).reshape(1, -1),
+                         as_int64(w).reshape(oc, -1).t(),
+                         None if vm is None else vm[:, :, None].expand(oc, cg, kh * kw)
+                         .reshape(oc, -1).t(), ("x_codes", "w_codes"), per_k=False)
     requant = _check_requant(requant, oc, cfg)
     if not acc_overwrite and acc_init is None:
         raise ValueError("acc_overwrite=False needs acc_init (the accumulator preload)")

@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .pe import DEFAULT as PE_DEFAULT
@@ -79,6 +80,42 @@ def _check_int(name: str, value, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ValueError(f"{name} must be an integer in [{lo}, {hi}], not {value!r}")
     return value
+
+
+def _variant_pe(pe: PEConfig, v) -> PEConfig:
+    """The PE config of one ``ArrayConfig.variants`` entry: a plain multiplier spec, a
+    decoded spec ``'<mult> a=<format> b=<format>'`` or a dict ``{"mult", "a_format",
+    "b_format"}``."""
+    if isinstance(v, dict):
+        unknown = sorted(set(v) - {"mult", "a_format", "b_format"})
+        if unknown or "mult" not in v:
+            raise ValueError(f"a variant dict needs 'mult' and may have 'a_format', 'b_format'; "
+                             f"got keys {sorted(v)}")
+        mult, fa, fb = v["mult"], v.get("a_format"), v.get("b_format")
+    elif isinstance(v, str):
+        parts = v.split()
+        if len(parts) == 1:
+            mult, fa, fb = parts[0], None, None
+        elif len(parts) == 3 and parts[1].startswith("a=") and parts[2].startswith("b="):
+            mult, fa, fb = parts[0], parts[1][2:], parts[2][2:]
+        else:
+            raise ValueError(f"{v!r} is neither a multiplier spec nor '<mult spec> "
+                             "a=<format spec> b=<format spec>'")
+    else:
+        raise ValueError(f"must be a multiplier spec string or a dict, not {v!r}")
+    if fa is None and fb is None:
+        return dataclasses.replace(pe, mult=mult)
+    if pe.composable:
+        raise ValueError(f"pe.mult {pe.mult} is composable (lane-packed integer operands); "
+                         "allowed: variants without formats")
+    return dataclasses.replace(pe, mult=mult, a_format=fa, b_format=fb)
+
+
+def _variant_spec(p: PEConfig) -> str:
+    """Canonical variant spec of a PE config: ``mult`` or ``'<mult> a=<format> b=<format>'``."""
+    if p.a_format is None:
+        return p.mult
+    return f"{p.mult} a={p.a_format} b={p.b_format}"
 
 
 def _from_dict(cls, d, what: str):
@@ -149,7 +186,7 @@ class ArrayConfig:
             raise ValueError(f"dataflow must be one of {', '.join(DATAFLOWS)}, "
                              f"not {self.dataflow!r}")
         variants = self.variants
-        if isinstance(variants, str) or not isinstance(variants, (tuple, list)):
+        if isinstance(variants, (str, dict)) or not isinstance(variants, (tuple, list)):
             raise ValueError(f"variants must be a tuple of multiplier spec strings, "
                              f"not {variants!r}")
         if len(variants) > MAX_VARIANTS:
@@ -157,30 +194,102 @@ class ArrayConfig:
                              f"got {len(variants)}")
         canon = []
         for i, v in enumerate(variants):
-            if not isinstance(v, str):
-                raise ValueError(f"variants[{i}] must be a multiplier spec string, not {v!r}")
             try:
-                vpe = dataclasses.replace(pe, mult=v)
+                vpe = _variant_pe(pe, v)
             except ValueError as e:
                 raise ValueError(f"variants[{i}]: {e}") from None
-            if vpe.port_bits != pe.port_bits or vpe.modes != pe.modes:
-                raise ValueError(
-                    f"variants[{i}]: {vpe.mult} has operand ports {vpe.port_bits} and modes "
-                    f"{vpe.modes}; allowed: the same as pe.mult {pe.mult} "
-                    f"({pe.port_bits}, modes {pe.modes})")
-            canon.append(vpe.mult)
+            plain = (vpe.a_format, vpe.b_format) == (pe.a_format, pe.b_format)
+            if plain:
+                # a plain multiplier variant replaces the (core) multiplier: same ports
+                if vpe.port_bits != pe.port_bits or vpe.modes != pe.modes:
+                    raise ValueError(
+                        f"variants[{i}]: {vpe.mult} has operand ports {vpe.port_bits} and modes "
+                        f"{vpe.modes}; allowed: the same as pe.mult {pe.mult} "
+                        f"({pe.port_bits}, modes {pe.modes}), or a variant with its own "
+                        "formats ('<mult> a=<format> b=<format>')")
+            canon.append(vpe.mult if plain else _variant_spec(vpe))
         object.__setattr__(self, "variants", tuple(canon))
+        try:
+            self.array_pe  # noqa: B018  (the folded unit must build: member count, widths)
+        except ValueError as e:
+            raise ValueError(f"variants: {e}") from None
 
     # -- derived -------------------------------------------------------------------------
     @property
     def a_bits(self) -> int:
-        """Width of one activation code on the ``in_a`` port (lane-packed when composable)."""
-        return self.pe.port_bits[0]
+        """Width of one activation code on the ``in_a`` port (lane-packed when composable;
+        the widest variant code with format variants)."""
+        return self.array_pe.port_bits[0]
 
     @property
     def b_bits(self) -> int:
-        """Width of one weight code on the ``in_b`` port (lane-packed when composable)."""
-        return self.pe.port_bits[1]
+        """Width of one weight code on the ``in_b`` port (lane-packed when composable; the
+        widest variant code with format variants)."""
+        return self.array_pe.port_bits[1]
+
+    @property
+    def has_format_variants(self) -> bool:
+        """Whether some variant carries its own operand formats (a code-port array)."""
+        base = (self.pe.a_format, self.pe.b_format)
+        return any((p.a_format, p.b_format) != base for p in self.pe_configs[1:])
+
+    @cached_property
+    def array_pe(self) -> PEConfig:
+        """The PE every array position instantiates: ``pe`` without variants; else the
+        variants folded into its multiplier (``variants:of=...``, :mod:`mixpe.sw.mult.variants`):
+        plain variants replace the core behind ``pe``'s decoders; with format variants every
+        variant becomes a member with its own decoders (decoded specs for the variants with
+        formats) behind ports as wide as the widest code (the code-width rule: a narrower
+        variant reads the low bits of the port; hosts write its codes zero-extended).
+
+        >>> arr = ArrayConfig(variants=("exact:nb=4 a=int:bits=8,signed=1 b=int:signed=1",))
+        >>> arr.array_pe.mult
+        'variants:of=exact|exact:nb=4 a=int:bits=8;signed=1 b=int:signed=1'
+        >>> arr.b_bits, arr.variant_code_bits(1)
+        (8, (8, 4))
+        """
+        if not self.variants:
+            return self.pe
+        from .mult.variants import variants_spec
+
+        if not self.has_format_variants:
+            return dataclasses.replace(self.pe, mult=variants_spec(self.pe.mult, self.variants))
+        members = [_variant_spec(p) for p in self.pe_configs]
+        return dataclasses.replace(self.pe, mult=variants_spec(members[0], members[1:]),
+                                   a_format=None, b_format=None)
+
+    def variant_code_bits(self, index: int) -> tuple[int, int]:
+        """``(a, b)`` code widths of variant ``index`` (the low bits of the ports it reads)."""
+        _check_int("index", index, 0, self.n_variants - 1)
+        return self.pe_configs[index].port_bits
+
+    def variant_index(self, *, mult, a_format=None, b_format=None) -> int:
+        """Index of the variant with multiplier ``mult`` and operand formats ``a_format``/
+        ``b_format`` (``None``: no formats), as ``variant_map`` takes it. Specs are compared
+        canonically; a plain variant of a PE with formats has the PE's formats.
+
+        >>> arr = CORE_PRESETS["ulx3s-8x8-mixed"].array
+        >>> arr.variant_index(mult="roup:n=8,p=1,r=4")
+        3
+        >>> arr.variant_index(mult="exact:nb=3", a_format="int:bits=8,signed=1",
+        ...                   b_format="flint:bits=4,signed=1")
+        1
+        >>> arr.variant_index(mult="exact:n=4")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: mult='exact:n=4', ... names no variant; available: 0: exact, 1: exact:nb=3 ...
+        """
+        try:
+            want = PEConfig(mult=mult, a_format=a_format, b_format=b_format)
+        except ValueError as e:
+            raise ValueError(f"variant_index: {e}") from None
+        key = (want.mult, want.a_format, want.b_format)
+        for i, p in enumerate(self.pe_configs):
+            if (p.mult, p.a_format, p.b_format) == key:
+                return i
+        avail = ", ".join(f"{i}: {_variant_spec(p)}" for i, p in enumerate(self.pe_configs))
+        raise ValueError(f"mult={mult!r}, a_format={a_format!r}, b_format={b_format!r} names no "
+                         f"variant; available: {avail}")
 
     @property
     def acc_bits(self) -> int:
@@ -199,8 +308,9 @@ class ArrayConfig:
 
     @property
     def pe_configs(self) -> tuple[PEConfig, ...]:
-        """The PE configuration of every variant index (index 0 = ``pe``)."""
-        return (self.pe,) + tuple(dataclasses.replace(self.pe, mult=v) for v in self.variants)
+        """The PE configuration of every variant index (index 0 = ``pe``): a plain variant
+        replaces ``pe.mult``, a variant with formats also ``a_format``/``b_format``."""
+        return (self.pe,) + tuple(_variant_pe(self.pe, v) for v in self.variants)
 
     @property
     def modes(self) -> tuple[int, ...]:
@@ -428,6 +538,11 @@ _TINY = dataclasses.replace(
 #:   imem 32 Kbit), 12 MHz clock.
 #: * ``ulx3s-8x8``: 8×8 int8 exact, 32-bit saturating accumulators, one PE pipeline stage
 #:   for 100 MHz on the ECP5-85F (208 EBRs of 18 Kbit; ~0.9 Mbit of memories used).
+#: * ``ulx3s-8x8-mixed``: ``ulx3s-8x8`` with per-column run-time variants (the PRELOAD select,
+#:   ``variant_map`` of the compiler, :meth:`ArrayConfig.variant_index`): 0 = int8 × int8
+#:   exact, 1 = int8 × flint4 weights (ANT, signed; ``exact:nb=3`` on the mantissas plus a
+#:   shift), 2 = int8 × int4 weights, 3 = int8 × int8 ROUP ``p=1, r=4`` (approximate). The
+#:   4-bit weight codes sit zero-extended in the 8-bit weight port (code-width rule).
 CORE_PRESETS: dict[str, CoreConfig] = {
     "tiny-2x2": _TINY,
     "ice40-4x4": dataclasses.replace(
@@ -447,3 +562,11 @@ CORE_PRESETS: dict[str, CoreConfig] = {
         host=HostConfig(baud=115200, clk_hz=100_000_000),
     ),
 }
+CORE_PRESETS["ulx3s-8x8-mixed"] = dataclasses.replace(
+    CORE_PRESETS["ulx3s-8x8"],
+    array=dataclasses.replace(CORE_PRESETS["ulx3s-8x8"].array, variants=(
+        "exact:nb=3 a=int:bits=8,signed=1 b=flint:bits=4,signed=1",
+        "exact:nb=4 a=int:bits=8,signed=1 b=int:bits=4,signed=1",
+        "roup:p=1,r=4",
+    )),
+)

@@ -172,8 +172,10 @@ class CoreModel:
                 for v in torch.unique(sel).tolist():
                     cols = sel == v
                     mult = arr.pe_configs[v].multiplier
-                    av = code_values(mult.a_format, a)
-                    bv = code_values(mult.b_format, wk[:, cols])
+                    # code-width rule: a variant reads the low bits of its own code width
+                    ab, bb = mult.a_format.bits, mult.b_format.bits
+                    av = code_values(mult.a_format, a & ((1 << ab) - 1))
+                    bv = code_values(mult.b_format, wk[:, cols] & ((1 << bb) - 1))
                     res, fl = matmul(av, bv, mult, bias=start[:, cols], acc_bits=arr.acc_bits,
                                      overflow=arr.pe.overflow, return_overflow=True)
                     out[:, cols] = res

@@ -135,6 +135,9 @@ class PEConfig:
                 f"mult: {self.mult} has out=lanes; a PE accumulates one sum per cycle, "
                 "allowed: out=dot"
             )
+        if self.a_format is not None and getattr(self.core, "code_port", False):
+            raise ValueError(f"a_format/b_format: {self.mult} decodes number formats per member "
+                             "(a code-port variants unit); allowed: None")
         if self.composable and self.a_format is not None:
             raise ValueError("a_format/b_format: a composable multiplier takes lane-packed "
                              "integer operands, not number formats; allowed: None")
@@ -268,12 +271,17 @@ def pe_product(a, b, cfg: PEConfig, *, q=None, sel=None) -> torch.Tensor:
     ``q`` is the precision of a composable multiplier (then ``a``/``b`` are ``[..., lanes]``
     lane values and the product is their dot product); ``None`` is the full precision.
     ``sel`` picks the member of a run-time ``variants`` multiplier (``None``: variant 0), also
-    behind number-format decoders: ``core.mul_sel(m_a, m_b, sel) << (e_a + e_b)``.
+    behind number-format decoders: ``core.mul_sel(m_a, m_b, sel) << (e_a + e_b)``. A code-port
+    variants unit (members with their own number formats) takes the port *codes* as ``a``/``b``
+    (they are its operand values) and member ``sel`` decodes the low bits of its code width.
 
     >>> import mixpe.sw.mult.variants  # registers the family
     >>> cfg = PEConfig(mult="variants:of=exact|roup:p=1;r=4")
     >>> pe_product(100, 77, cfg, sel=0).item(), pe_product(100, 77, cfg, sel=1).item()
     (7700, 7296)
+    >>> mixed = PEConfig(mult="variants:of=exact|exact:nb=4 a=int:bits=8;signed=1 b=int:signed=1")
+    >>> pe_product(100, 0xFD, mixed, sel=0).item(), pe_product(100, 0xD, mixed, sel=1).item()
+    (-300, -300)
     """
     mult = cfg.multiplier
     if q is not None:

@@ -31,7 +31,7 @@ def test_preset_round_trip_and_hash(name):
 
 
 def test_preset_names_and_shapes():
-    assert set(CORE_PRESETS) == {"tiny-2x2", "ice40-4x4", "ulx3s-8x8"}
+    assert set(CORE_PRESETS) == {"tiny-2x2", "ice40-4x4", "ulx3s-8x8", "ulx3s-8x8-mixed"}
     assert (CORE_PRESETS["tiny-2x2"].array.rows, CORE_PRESETS["tiny-2x2"].array.cols) == (2, 2)
     ice = CORE_PRESETS["ice40-4x4"]
     assert (ice.array.rows, ice.array.cols) == (4, 4)

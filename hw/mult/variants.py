@@ -10,8 +10,12 @@ same operand ports, and a multiplexer picks the product of variant ``sel``::
 It is a plain combinational multiplier with one extra input, so a
 :class:`~mixpe.hw.pe.ProcessingElement` hosts it unchanged (``in_sel``/``out_sel``, delayed
 with its operands like ``mode``), with or without number-format decoders around it. Members
-must share the operand formats (the sw twin checks) and the latency (a pipelined member would
-need the others delayed; every shipped family is combinational).
+must share the latency (a pipelined member would need the others delayed; every shipped family
+is combinational). A value unit's members share the operand formats (the sw twin checks); a
+*code-port* unit (some member is a decoded spec ``'<core> a=<format> b=<format>'``) builds
+such a member as :class:`mixpe.hw.formats.DecodedMultiplierComponent` (its own decoders and
+core) and feeds every member the low bits of ``a``/``b`` of its code width, so each column of
+an array can take its own number formats at run time (ANT-style per-tensor formats).
 
 Members
     ``a: In(a_bits)``, ``b: In(b_bits)`` operand codes; ``sel: In(sel_bits)`` (``sel_bits`` =
@@ -114,7 +118,8 @@ class VariantsMultiplier(wiring.Component):
         with m.Switch(sel):
             for i, unit in enumerate(members):
                 m.submodules[f"variant_{i}"] = unit
-                m.d.comb += [unit.a.eq(self.a), unit.b.eq(self.b)]
+                # code-width rule: a member reads the low bits of its own code width
+                m.d.comb += [unit.a.eq(self.a[:len(unit.a)]), unit.b.eq(self.b[:len(unit.b)])]
                 if i < last:
                     with m.Case(i):
                         m.d.comb += self.p.eq(unit.p)
