@@ -126,6 +126,9 @@ class PEConfig:
                     object.__setattr__(self, name, to_spec(_format(spec)))
                 except ValueError as e:
                     raise ValueError(f"{name}: {e}") from None
+        if self.a_format is not None and getattr(self.core, "code_port", False):
+            raise ValueError(f"a_format/b_format: {self.mult} decodes number formats per member "
+                             "(a code-port variants unit); allowed: None")
         try:
             self.multiplier  # noqa: B018  (the formats' mantissas must fit the core multiplier)
         except ValueError as e:
@@ -135,9 +138,6 @@ class PEConfig:
                 f"mult: {self.mult} has out=lanes; a PE accumulates one sum per cycle, "
                 "allowed: out=dot"
             )
-        if self.a_format is not None and getattr(self.core, "code_port", False):
-            raise ValueError(f"a_format/b_format: {self.mult} decodes number formats per member "
-                             "(a code-port variants unit); allowed: None")
         if self.composable and self.a_format is not None:
             raise ValueError("a_format/b_format: a composable multiplier takes lane-packed "
                              "integer operands, not number formats; allowed: None")
