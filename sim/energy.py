@@ -1,0 +1,246 @@
+"""Energy proxy: toggle counts of a multiplier's nets on real layer operand streams (Verilator).
+
+What is measured (a *proxy* of dynamic power, not a power estimate):
+
+* the multiplier of a PE (``mixpe.hw.mult.create`` of the spec, the generated Verilog itself)
+  sits between input registers ``a_r``/``b_r`` and an output register, clocked once per MAC;
+* Verilator's ``--coverage-toggle`` counts, for every bit of every net of the design, how often
+  it changed value; the proxy of a stream is ``Σ toggles / number of MACs`` (toggles per MAC),
+  every net bit weighted 1 (RTL nets as Amaranth emits them; no capacitance or cell weights);
+* the streams are what a PE of the weight-stationary array sees on real data: for a sampled
+  (output channel n, reduction index k) the weight ``W[n, k]`` stays on ``b`` while the layer's
+  im2col activation column ``A[:, k]`` streams through ``a``; activations are the int8 codes of
+  the int8 baseline network on training images, weights are quantized with the stream's
+  weight format (:func:`mixpe.sw.explore.qnet.weight_values`).
+
+:func:`energy_table` measures every (layer, weight format, multiplier) of a problem and returns
+the JSON dict that :class:`mixpe.sw.explore.costs.EnergyTable` reads; results are cached per
+entry under ``<build>/energy/`` keyed by the Verilog digest and the stream digest, and each
+Verilator model is built once per multiplier spec (``<build>/energy/<spec-hash>/``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["HARNESS", "build_model", "stream_toggles", "layer_streams", "energy_table",
+           "energy_root"]
+
+HARNESS = r"""
+#include <verilated.h>
+#include <verilated_cov.h>
+#include <cstdio>
+#include <cstdint>
+#include <vector>
+#include "Vtgl_top.h"
+int main(int argc, char** argv) {
+    if (argc < 3) { std::fprintf(stderr, "usage: %s STREAM.bin COV.dat\n", argv[0]); return 2; }
+    FILE* f = std::fopen(argv[1], "rb");
+    if (!f) { std::perror(argv[1]); return 2; }
+    std::vector<uint16_t> buf;
+    uint16_t pair[2];
+    while (std::fread(pair, sizeof(uint16_t), 2, f) == 2) { buf.push_back(pair[0]); buf.push_back(pair[1]); }
+    std::fclose(f);
+    VerilatedContext ctx;
+    Vtgl_top top(&ctx);
+    top.clk = 0; top.a_in = 0; top.b_in = 0; top.eval();
+    // two settling clocks with zero operands, then reset the counters
+    for (int i = 0; i < 2; ++i) { top.clk = 1; top.eval(); top.clk = 0; top.eval(); }
+    ctx.coveragep()->zero();
+    for (size_t i = 0; i < buf.size(); i += 2) {
+        top.a_in = buf[i]; top.b_in = buf[i + 1];
+        top.clk = 1; top.eval(); top.clk = 0; top.eval();
+    }
+    ctx.coveragep()->write(argv[2]);
+    std::printf("%zu\n", buf.size() / 2);
+    return 0;
+}
+"""
+
+
+def energy_root() -> Path:
+    from .runner import build_root
+
+    return Path(build_root()) / "energy"
+
+
+def _spec_hash(spec: str) -> str:
+    return hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+
+def build_model(spec: str, *, log=print) -> tuple[Path, str]:
+    """Build (once) the Verilator toggle model of multiplier ``spec``; ``(exe, verilog_sha)``."""
+    from mixpe.hw.generate import generate
+    from mixpe.hw.mult import create
+    from mixpe.sw.mult import multiplier
+
+    from .runner import simulator_env
+
+    m = multiplier(spec)
+    if m.a_bits > 16 or m.b_bits > 16:
+        raise ValueError(f"spec: operands wider than 16 bits are not supported, got {spec!r}")
+    d = energy_root() / f"{m.spec.replace(':', '_').replace(',', '_').replace('=', '')}-" \
+                        f"{_spec_hash(m.spec)}"
+    exe = d / "obj" / "Vtgl_top"
+    stamp = d / "stamp.json"
+    if exe.is_file() and stamp.is_file():
+        return exe, json.loads(stamp.read_text())["verilog_sha256"]
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=d.name + ".", dir=d.parent))
+    try:
+        man = generate(create(m), m, tmp, "mult_under_test", emit_src=False)
+        ports = {p["name"]: p for p in man["ports"]}
+        pw = ports["p"]["width"]
+        top = f"""
+module tgl_top(input clk, input [{m.a_bits - 1}:0] a_in, input [{m.b_bits - 1}:0] b_in,
+               output [{pw - 1}:0] p_out);
+  reg [{m.a_bits - 1}:0] a_r; reg [{m.b_bits - 1}:0] b_r; reg [{pw - 1}:0] p_r;
+  wire [{pw - 1}:0] p;
+  mult_under_test u (.a(a_r), .b(b_r), .p(p));
+  always @(posedge clk) begin a_r <= a_in; b_r <= b_in; p_r <= p; end
+  assign p_out = p_r;
+endmodule
+"""
+        (tmp / "tgl_top.v").write_text(top)
+        (tmp / "harness.cpp").write_text(HARNESS)
+        env = dict(os.environ, **simulator_env("verilator"))
+        cmd = ["verilator", "--cc", "--exe", "--build", "--coverage-toggle", "-Wno-fatal",
+               "-Wno-lint", "-Wno-style", "--top-module", "tgl_top", "-Mdir", "obj", "-O1",
+               "tgl_top.v", "mult_under_test.v", "harness.cpp"]
+        t0 = time.perf_counter()
+        log(f"energy: building Verilator toggle model of {m.spec}")
+        r = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=1200)
+        if r.returncode != 0:
+            raise RuntimeError(f"verilator failed for {m.spec}:\n{r.stdout[-2000:]}\n"
+                               f"{r.stderr[-2000:]}")
+        (tmp / "stamp.json").write_text(json.dumps({
+            "spec": m.spec, "verilog_sha256": man["verilog_sha256"],
+            "build_s": round(time.perf_counter() - t0, 1)}))
+        if d.exists():
+            shutil.rmtree(d)
+        os.replace(tmp, d)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return exe, json.loads(stamp.read_text())["verilog_sha256"]
+
+
+def _parse_cov(path: Path) -> int:
+    """Sum of all toggle coverage counts in a Verilator ``coverage.dat``."""
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.startswith("C '"):
+            continue
+        body, _, count = line.rpartition("' ")
+        if "\x01page\x02v_toggle" in body or "page\x02v_toggle" in body or "v_toggle" in body:
+            total += int(count)
+    return total
+
+
+def stream_toggles(exe: Path, a_codes: np.ndarray, b_codes: np.ndarray) -> float:
+    """Toggles per MAC of the model ``exe`` on the operand code stream ``(a, b)``."""
+    a = np.asarray(a_codes, dtype=np.uint16).ravel()
+    b = np.asarray(b_codes, dtype=np.uint16).ravel()
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError("a_codes and b_codes must be non-empty and of equal length")
+    with tempfile.TemporaryDirectory(prefix="tgl.") as d:
+        sp = Path(d) / "s.bin"
+        np.stack([a, b], axis=1).astype("<u2").tofile(sp)
+        cov = Path(d) / "cov.dat"
+        r = subprocess.run([str(exe), str(sp), str(cov)], capture_output=True, text=True,
+                           timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"{exe} failed: {r.stderr[-1000:]}")
+        n = int(r.stdout.strip().splitlines()[-1])
+        return _parse_cov(cov) / n
+
+
+def layer_streams(problem, w_format: str, *, pairs: int = 48, rows: int = 64, images: int = 32,
+                  seed: int = 0) -> dict:
+    """``{layer: (a_codes, b_codes)}``: WS streams of each layer (see the module doc)."""
+    from mixpe.sw.explore.qnet import weight_values
+
+    net = problem.net
+    x = problem.data.x_train[:images]
+    ins: list = []
+    net.forward_codes(x, problem.int8_config(), collect=ins)
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for L, a in zip(net.layers, ins):
+        if L.kind == "conv":
+            cols = torch.nn.functional.unfold(a.to(torch.float64), L.weight.shape[2:],
+                                              padding=L.padding, stride=L.stride)
+            A = cols.to(torch.int64).transpose(1, 2).reshape(-1, cols.shape[1])  # [M, K]
+        else:
+            A = a
+        v, _ = weight_values(L.weight, w_format)
+        W = v.reshape(v.shape[0], -1)  # [OC, K] (groups=1)
+        oc, k = W.shape
+        m = A.shape[0]
+        ns = torch.randint(0, oc, (pairs,), generator=gen)
+        ks = torch.randint(0, k, (pairs,), generator=gen)
+        r = min(rows, m)
+        starts = torch.randint(0, m - r + 1, (pairs,), generator=gen)
+        a_s, b_s = [], []
+        for n_, k_, s_ in zip(ns.tolist(), ks.tolist(), starts.tolist()):
+            a_s.append(A[s_:s_ + r, k_])
+            b_s.append(torch.full((r,), int(W[n_, k_])))
+        a_all = torch.cat(a_s) & 0xFF
+        b_all = torch.cat(b_s) & 0xFF
+        out[L.name] = (a_all.numpy(), b_all.numpy())
+    return out
+
+
+def energy_table(problem, *, w_formats=None, mults=None, log=print, progress: bool = True) -> dict:
+    """Measure toggles per MAC for every (layer, weight format, multiplier) of ``problem``."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    space = problem.space()
+    w_formats = list(w_formats or space.w_formats.values())
+    mults = list(mults or space.mults)
+    for m in mults:
+        from mixpe.sw.mult import multiplier
+        mm = multiplier(m)
+        if (mm.a_bits, mm.b_bits) != (8, 8):
+            raise ValueError(f"mults: the energy proxy streams int8 operands; {m!r} has "
+                             f"{mm.a_bits}x{mm.b_bits}-bit ports")
+    cache_dir = energy_root() / "entries"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    streams = {wf: layer_streams(problem, wf) for wf in w_formats}
+    entries: dict = {L.name: {wf: {} for wf in w_formats} for L in problem.net.layers}
+    t0 = time.perf_counter()
+    total = len(mults) * len(w_formats) * len(problem.net.layers)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), disable=not progress) as bar:
+        task = bar.add_task("energy proxy", total=total)
+        for m in mults:
+            exe, vsha = build_model(m, log=log)
+            for wf in w_formats:
+                for name, (a, b) in streams[wf].items():
+                    key = hashlib.sha256(vsha.encode() + a.tobytes() + b.tobytes()).hexdigest()
+                    cp = cache_dir / f"{key[:32]}.json"
+                    if cp.is_file():
+                        t = json.loads(cp.read_text())["toggles_per_mac"]
+                    else:
+                        t = stream_toggles(exe, a, b)
+                        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+                        with os.fdopen(fd, "w") as f:
+                            json.dump({"toggles_per_mac": t, "mult": m, "w_format": wf,
+                                       "layer": name}, f)
+                        os.replace(tmp, cp)
+                    entries[name][wf][m] = t
+                    bar.advance(task)
+    return {"model": problem.spec.model, "unit": "RTL net-bit toggles per MAC (Verilator "
+            "--coverage-toggle, weight-stationary streams on real layer data)",
+            "seconds": round(time.perf_counter() - t0, 1), "entries": entries}

@@ -1,0 +1,150 @@
+"""``explore()``: run the strategies, keep the Pareto-optimal feasible configs, write them out.
+
+Output directory layout (everything written through temp files + rename)::
+
+    DIR/cache/<hash>.json     one result per evaluated config (the resumable cache)
+    DIR/explore.json          summary: problem, budget, int8 and float accuracy, every result
+                              with the methods that produced it, the Pareto front, each
+                              method's best config, the goal check, timings
+    DIR/configs/*.toml        the Pareto-optimal configs and each method's best (quant TOML)
+
+The Pareto front is taken over the feasible results (loss ≤ budget, fits the board) on the
+objectives ``loss, lut4, cycles[, energy]``. The goal check compares the best config overall
+(:func:`~mixpe.sw.explore.pareto.best`) with each seed method's best on the hardware objectives:
+it *beats* a method when it is no worse on every one of LUT4, cycles, energy and better on one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .pareto import best, dominates, feasible, hw_keys, pareto_front
+from .problem import ProblemSpec
+from .runner import Runner
+from .space import Config, save_config
+from .strategies import SEED_METHODS, STRATEGIES, Search, run_strategy
+
+__all__ = ["explore", "write_json", "goal_check"]
+
+
+def write_json(path, obj) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def goal_check(results: list[dict], budget: float, methods=SEED_METHODS) -> dict:
+    """Best feasible config overall vs each seed method's best (see the module doc)."""
+    feas = feasible(results, budget)
+    keys = hw_keys(feas)
+    overall = best(feas, keys)
+    out = {"keys": list(keys), "overall": overall["hash"] if overall else None,
+           "overall_methods": overall.get("methods", []) if overall else [], "methods": {}}
+    for m in methods:
+        mine = [r for r in feas if m in r.get("methods", [])]
+        b = best(mine, keys)
+        if b is None:
+            out["methods"][m] = {"best": None, "beaten": None}
+            continue
+        beaten = overall is not None and dominates(overall, b, keys)
+        # the general search alone
+        gen = [r for r in feas if "nsga2" in r.get("methods", [])]
+        by_general = any(dominates(g, b, keys) for g in gen)
+        out["methods"][m] = {"best": b["hash"], "beaten": beaten, "beaten_by_nsga2": by_general,
+                             **{k: b[k] for k in keys}, "loss": b["loss"]}
+    rel = [v["beaten"] for v in out["methods"].values() if v["beaten"] is not None]
+    out["met"] = bool(rel) and all(rel)
+    return out
+
+
+def explore(spec: ProblemSpec, out_dir, *, budget: float = 1.0, strategies=None,
+            workers: int | None = None, scheduler: str | None = None, progress: bool = True,
+            pop: int = 24, gens: int = 8, seed: int = 0, log=print) -> dict:
+    """Run ``strategies`` (default: all) on ``spec``; write and return the summary dict."""
+    if not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget < 0:
+        raise ValueError(f"budget_acc must be a non-negative number of points, not {budget!r}")
+    strategies = list(strategies or STRATEGIES)
+    for name in strategies:
+        if name not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {name!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    timings: dict = {}
+    with Runner(spec, out / "cache", workers=workers, scheduler=scheduler,
+                progress=progress) as runner:
+        problem = runner.problem()
+        space = problem.space()
+        search = Search(runner, space, budget, seed=seed)
+        log(f"model {spec.model}: float {problem.net.float_accuracy(problem.x, problem.y):.2f} %,"
+            f" int8 {problem.int8_accuracy:.2f} % on {len(problem.y)} test images; "
+            f"board {spec.board}; budget {budget} points")
+        for name in strategies:
+            t1 = time.perf_counter()
+            n0 = runner.evaluated
+            kw = {"pop": pop, "gens": gens} if name == "nsga2" else {}
+            run_strategy(search, name, **kw)
+            timings[name] = {"seconds": round(time.perf_counter() - t1, 2),
+                             "evaluated": runner.evaluated - n0,
+                             "results": len(search.of(name))}
+            log(f"{name}: {timings[name]['results']} configs "
+                f"({timings[name]['evaluated']} new) in {timings[name]['seconds']} s")
+        evaluated, eval_s = runner.evaluated, runner.eval_seconds
+    results = []
+    for h, r in search.results.items():
+        r = dict(r)
+        r["methods"] = sorted(search.tags[h])
+        results.append(r)
+    feas = feasible(results, budget)
+    keys = ("loss",) + hw_keys(feas)
+    front = pareto_front(sorted(feas, key=lambda r: r["hash"]), keys)
+    goal = goal_check(results, budget)
+    # configs
+    cdir = out / "configs"
+    cdir.mkdir(exist_ok=True)
+    for old in cdir.glob("*.toml"):
+        old.unlink()
+    names: dict = {}
+    for k, r in enumerate(sorted(front, key=lambda r: (r["loss"], r["lut4"]))):
+        names.setdefault(r["hash"], f"pareto-{k:02d}")
+    if goal["overall"]:
+        names[goal["overall"]] = "best"
+    for m, v in goal["methods"].items():
+        if v["best"] and v["best"] not in names:
+            names[v["best"]] = f"best-{m}"
+    by_hash = {r["hash"]: r for r in results}
+    files = {}
+    for h, name in names.items():
+        r = by_hash[h]
+        meta = {"hash": h, "accuracy": r["accuracy"], "loss": r["loss"], "lut4": r["lut4"],
+                "cycles": r["cycles"], "board": spec.board, "methods": r["methods"]}
+        if r.get("energy") is not None:
+            meta["energy"] = r["energy"]
+        save_config(Config.from_dict(r["config"]), cdir / f"{name}.toml", meta=meta)
+        files[h] = f"configs/{name}.toml"
+    summary = {
+        "spec": asdict(spec), "budget": budget, "strategies": strategies,
+        "int8_accuracy": problem.int8_accuracy,
+        "float_accuracy": problem.net.float_accuracy(problem.x, problem.y),
+        "layers": [{"name": L.name, "kind": L.kind, "channels": L.channels, "macs": L.macs}
+                   for L in problem.net.layers],
+        "objectives": list(keys), "results": results,
+        "pareto": [r["hash"] for r in front], "configs": files, "goal": goal,
+        "timings": timings,
+        "evaluations": {"total": len(results), "new": evaluated,
+                        "seconds": round(eval_s, 2),
+                        "per_second": round(evaluated / eval_s, 3) if eval_s > 0 else None},
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json(out / "explore.json", summary)
+    return summary

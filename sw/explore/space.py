@@ -1,0 +1,270 @@
+"""The design space: per-layer / per-channel weight formats and per-filter multipliers.
+
+A :class:`Config` is fully explicit: for every conv/linear layer, one weight number format per
+output channel (``w_formats``) and one multiplier spec per output channel (``mults``, i.e. per
+filter). Activations are int8 everywhere. ``Config.hash`` (sha256 of the canonical JSON) keys
+the result cache.
+
+The catalog a search draws from is a :class:`Space`:
+
+* ``w_formats``: weight formats whose integer grid fits the int8 weight port of the PE
+  (``int:bits=8/6/4``, ``pot:bits=4``, ``flint:bits=4``, ``float:bits=4``, all signed) —
+  bit widths *and* formats (int / PoT / flint / float);
+* ``mults``: signed 8×8 multiplier specs (exact plus the approximate ones of the PE cost
+  table). The set of distinct multipliers a config uses becomes the array's run-time variants
+  (``ArrayConfig.variants``; each column selects one per weight tile).
+
+The search strategies use a compact *genome* per layer (:class:`LayerGene`): a high and a low
+weight format with the fraction of channels at the low one, and a base and an approximate
+multiplier with the fraction of filters on the approximate one; channels/filters are taken in
+ascending sensitivity order (least sensitive first). :func:`expand` turns genes into a Config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..formats import number_format
+from ..mult import multiplier
+
+__all__ = ["LayerQuant", "Config", "LayerGene", "Space", "expand", "DEFAULT_W_FORMATS",
+           "DEFAULT_MULTS", "FRACTIONS", "load_config", "save_config", "INT8"]
+
+#: Weight formats (short name → format spec); every grid fits the int8 weight port.
+DEFAULT_W_FORMATS = {
+    "int8": "int:bits=8,signed=1",
+    "int6": "int:bits=6,signed=1",
+    "int4": "int:bits=4,signed=1",
+    "pot4": "pot:bits=4,signed=1",
+    "flint4": "flint:bits=4,signed=1",
+    "float4": "float:bits=4,signed=1",
+}
+#: Signed 8×8 multipliers (exact first); costs come from the PE cost table.
+DEFAULT_MULTS = ("exact", "roup:p=1", "roup:p=2", "roup:p=1,r=4", "axbxp:l=3",
+                 "axbxp:l=2,round=1", "axbxp:k=4,l=1")
+#: Fractions of channels / filters a gene may move to the low format / approximate multiplier.
+FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+INT8 = "int:bits=8,signed=1"
+
+
+def _canon_format(spec: str) -> str:
+    f = number_format(spec)
+    if not f.signed:
+        raise ValueError(f"w_formats: weight formats must be signed, not {spec!r}")
+    lo, hi = f.range
+    if lo < -128 or hi > 127:
+        raise ValueError(f"w_formats: {spec!r} has values in [{lo}, {hi}], which do not fit the "
+                         "int8 weight port; allowed: grids within [-128, 127]")
+    return f.spec
+
+
+def _canon_mult(spec: str) -> str:
+    m = multiplier(spec)
+    return m.spec
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """Quantization of one layer: a weight format and a multiplier spec per output channel."""
+
+    name: str
+    w_formats: tuple
+    mults: tuple
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty layer name, not {self.name!r}")
+        wf = tuple(self.w_formats)
+        ms = tuple(self.mults)
+        if not wf or len(wf) != len(ms):
+            raise ValueError(f"layer {self.name}: w_formats and mults must be non-empty and of "
+                             f"equal length (one per output channel), got {len(wf)} and {len(ms)}")
+        object.__setattr__(self, "w_formats", tuple(_canon_format(s) for s in wf))
+        object.__setattr__(self, "mults", tuple(_canon_mult(s) for s in ms))
+
+    def to_dict(self) -> dict:
+        def compact(t):
+            return t[0] if len(set(t)) == 1 else list(t)
+        return {"name": self.name, "channels": len(self.mults),
+                "w_format": compact(self.w_formats), "mult": compact(self.mults)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerQuant":
+        try:
+            n = int(d["channels"])
+            wf, mu = d["w_format"], d["mult"]
+        except KeyError as e:
+            raise ValueError(f"layer entry {d!r}: missing key {e}") from None
+        wf = [wf] * n if isinstance(wf, str) else list(wf)
+        mu = [mu] * n if isinstance(mu, str) else list(mu)
+        return cls(str(d.get("name", "")), tuple(wf), tuple(mu))
+
+
+@dataclass(frozen=True)
+class Config:
+    """A point of the design space: one :class:`LayerQuant` per conv/linear layer."""
+
+    model: str
+    layers: tuple
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers or not all(isinstance(x, LayerQuant) for x in self.layers):
+            raise ValueError("layers must be a non-empty sequence of LayerQuant")
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "layers": [lq.to_dict() for lq in self.layers]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        if "layers" not in d:
+            raise ValueError("config: missing 'layers' (one [[layers]] table per conv/linear)")
+        return cls(str(d.get("model", "")), tuple(LayerQuant.from_dict(x) for x in d["layers"]))
+
+    def canonical_json(self) -> str:
+        full = {"model": self.model,
+                "layers": [[lq.name, list(lq.w_formats), list(lq.mults)] for lq in self.layers]}
+        return json.dumps(full, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    @property
+    def mult_set(self) -> tuple:
+        """Distinct multipliers, exact first if used, then by first use."""
+        seen: list = []
+        for lq in self.layers:
+            for m in lq.mults:
+                if m not in seen:
+                    seen.append(m)
+        seen.sort(key=lambda m: 0 if m == "exact" else 1)
+        return tuple(seen)
+
+    def summary(self) -> list[str]:
+        """One short line per layer (dominant format / multiplier and mixes)."""
+        out = []
+        for lq in self.layers:
+            def mix(t):
+                from collections import Counter
+                c = Counter(t)
+                return "+".join(f"{k}×{v}" if len(c) > 1 else k for k, v in c.most_common())
+            out.append(f"{lq.name}: w={mix(lq.w_formats)} mult={mix(lq.mults)}")
+        return out
+
+
+def save_config(cfg: Config, path, *, meta: dict | None = None) -> Path:
+    """Write ``cfg`` as TOML (temp file, then rename). ``meta`` goes to an ``[explore]`` table."""
+    import tomli_w
+
+    path = Path(path)
+    d = cfg.to_dict()
+    if meta:
+        d = {"explore": meta, **d}
+    text = tomli_w.dumps(d)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def load_config(path) -> Config:
+    """Read a TOML written by :func:`save_config`."""
+    import tomllib
+
+    with open(path, "rb") as f:
+        return Config.from_dict(tomllib.load(f))
+
+
+@dataclass(frozen=True)
+class LayerGene:
+    """Compact per-layer choice (indices into a :class:`Space`'s catalogs)."""
+
+    w_hi: int = 0
+    w_lo: int = 0
+    lo_frac: float = 0.0
+    m_base: int = 0
+    m_approx: int = 0
+    approx_frac: float = 0.0
+
+
+@dataclass
+class Space:
+    """Catalogs of a search plus the layer facts needed to expand genes.
+
+    ``order[l]`` lists layer ``l``'s output channels from least to most sensitive.
+    """
+
+    layer_names: list
+    channels: list
+    order: list
+    w_formats: dict = field(default_factory=lambda: dict(DEFAULT_W_FORMATS))
+    mults: tuple = DEFAULT_MULTS
+    fractions: tuple = FRACTIONS
+    model: str = "model"
+
+    def __post_init__(self):
+        if not (len(self.layer_names) == len(self.channels) == len(self.order)):
+            raise ValueError("layer_names, channels and order must have one entry per layer")
+        for name, spec in self.w_formats.items():
+            _canon_format(spec)
+        self.mults = tuple(_canon_mult(m) for m in self.mults)
+        if not self.mults:
+            raise ValueError("mults must list at least one multiplier spec")
+        self.w_keys = list(self.w_formats)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_names)
+
+    # genome <-> vector (for NSGA-II): 6 integers per layer
+    def bounds(self) -> tuple[list, list]:
+        nw, nm, nf = len(self.w_keys), len(self.mults), len(self.fractions)
+        hi = [nw - 1, nw - 1, nf - 1, nm - 1, nm - 1, nf - 1] * self.n_layers
+        return [0] * len(hi), hi
+
+    def decode(self, vec) -> list[LayerGene]:
+        v = [int(round(float(x))) for x in vec]
+        genes = []
+        for i in range(self.n_layers):
+            a = v[6 * i:6 * i + 6]
+            genes.append(LayerGene(a[0], a[1], self.fractions[a[2]], a[3], a[4],
+                                   self.fractions[a[5]]))
+        return genes
+
+    def uniform(self, w: str = "int8", mult: str = "exact") -> Config:
+        """Every layer at weight format ``w`` (a key) and multiplier ``mult``."""
+        spec = self.w_formats[w]
+        return Config(self.model, tuple(
+            LayerQuant(n, (spec,) * c, (mult,) * c)
+            for n, c in zip(self.layer_names, self.channels)))
+
+    def baseline(self) -> Config:
+        """int8 weights, exact multipliers everywhere (the reference of ``--budget-acc``)."""
+        return self.uniform("int8", self.mults[0])
+
+
+def expand(space: Space, genes) -> Config:
+    """The explicit Config of per-layer genes: the ``lo_frac`` least sensitive channels get
+    ``w_lo``, the ``approx_frac`` least sensitive filters get ``m_approx``."""
+    if len(genes) != space.n_layers:
+        raise ValueError(f"genes: need {space.n_layers} layer genes, got {len(genes)}")
+    layers = []
+    for name, c, order, g in zip(space.layer_names, space.channels, space.order, genes):
+        n_lo = int(round(g.lo_frac * c))
+        n_ap = int(round(g.approx_frac * c))
+        wf = [space.w_formats[space.w_keys[g.w_hi]]] * c
+        ms = [space.mults[g.m_base]] * c
+        for ch in order[:n_lo]:
+            wf[ch] = space.w_formats[space.w_keys[g.w_lo]]
+        for ch in order[:n_ap]:
+            ms[ch] = space.mults[g.m_approx]
+        layers.append(LayerQuant(name, tuple(wf), tuple(ms)))
+    return Config(space.model, tuple(layers))
