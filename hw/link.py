@@ -45,7 +45,7 @@ from ..sw import isa
 from ..sw import protocol as P
 from ..sw.core_config import MEMORIES, CoreConfig
 
-__all__ = ["HostLink"]
+__all__ = ["HostLink", "LinkSimulation"]
 
 
 def _aw(depth: int) -> int:
@@ -99,16 +99,20 @@ class HostLink(wiring.Component):
 
     def __init__(self, config: CoreConfig, *, max_payload: int = P.MAX_PAYLOAD,
                  in_words: int = 512, out_words: int = 512, timeout_cycles: int = 10240):
-        if not isinstance(config, CoreConfig):
-            raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        try:
+            if not isinstance(config, CoreConfig):
+                raise TypeError(f"config must be a CoreConfig, not {config!r}")
+            self._max_payload = _pow2("max_payload", max_payload, 64, 16384)
+            self._in_words = _pow2("in_words", in_words, 16, 32768)
+            self._out_words = _pow2("out_words", out_words, 16, 32768)
+            if isinstance(timeout_cycles, bool) or not isinstance(timeout_cycles, int) or not (
+                    16 <= timeout_cycles < 2 ** 32):
+                raise ValueError(f"timeout_cycles must be an integer in [16, 2**32 - 1], not "
+                                 f"{timeout_cycles!r}")
+        except Exception:
+            self._MustUse__silence = True  # no UnusedElaboratable warning for bad parameters
+            raise
         self._config = config
-        self._max_payload = _pow2("max_payload", max_payload, 64, 16384)
-        self._in_words = _pow2("in_words", in_words, 16, 32768)
-        self._out_words = _pow2("out_words", out_words, 16, 32768)
-        if isinstance(timeout_cycles, bool) or not isinstance(timeout_cycles, int) or not (
-                16 <= timeout_cycles < 2 ** 32):
-            raise ValueError(f"timeout_cycles must be an integer in [16, 2**32 - 1], not "
-                             f"{timeout_cycles!r}")
         self._timeout = timeout_cycles
         super().__init__({
             "rx": In(stream.Signature(8)),
@@ -215,6 +219,8 @@ class HostLink(wiring.Component):
         m.d.comb += out_level.eq(out_wr - out_base)
         in_free = Signal(range(self._in_words + 1))
         m.d.comb += in_free.eq(self._in_words - ififo.level)
+        in_free16 = Signal(16)
+        m.d.comb += in_free16.eq(in_free)
 
         with m.If(running):
             m.d.sync += run_cycles.eq(run_cycles + 1)
@@ -231,6 +237,8 @@ class HostLink(wiring.Component):
             ob_accept.eq(running & self.core_o.valid & (out_level < self._out_words)),
             ob_w.en.eq(ob_accept),
         ]
+        with m.If(running):
+            m.d.comb += self.core_o.ready.eq(out_level < self._out_words)
         with m.If(ob_accept):
             m.d.sync += out_wr.eq(out_wr + 1)
 
@@ -302,7 +310,7 @@ class HostLink(wiring.Component):
         END_WORD = isa.encode(isa.Instr(isa.Opcode.END))
 
         flags = Cat(running, self.core_busy, self.core_done)
-        status_vec = Cat(flags, C(0, 13), in_free.as_unsigned()[:16], out_level[:16], C(0, 16),
+        status_vec = Cat(flags, C(0, 13), in_free16, out_level[:16], C(0, 16),
                          in_count, out_wr, run_cycles)
         ident = int.from_bytes(self.identify_payload(), "little")
         counters_vec = Cat(*[cnt[k] for k in P.LINK_COUNTERS])
@@ -490,7 +498,7 @@ class HostLink(wiring.Component):
                         with m.Elif((in_count - p0)[:32] >= k):
                             m.d.sync += ok
                             m.d.sync += respond(P.Status.OK, 4, 4,
-                                                Cat(in_free.as_unsigned()[:16],
+                                                Cat(in_free16,
                                                     out_level[:16]))
                         with m.Else():
                             m.d.sync += respond(P.Status.ERR_ARG) + e_oth
@@ -510,7 +518,7 @@ class HostLink(wiring.Component):
                         with m.Else():
                             m.d.sync += [out_base.eq(p0), rd_ptr.eq(p0), src_core.eq(0), ok]
                             m.d.sync += respond(P.Status.OK, 4 + 4 * kk2, 4,
-                                                Cat(flags, C(0, 13), in_free.as_unsigned()[:16]))
+                                                Cat(flags, C(0, 13), in_free16))
                     with m.Default():
                         m.d.sync += respond(P.Status.ERR_OPCODE)
                         m.d.sync += cnt["err_opcode"].eq(cnt["err_opcode"] + 1)
@@ -578,7 +586,7 @@ class HostLink(wiring.Component):
                     m.next = "Stream-In-Resp"
             with m.State("Stream-In-Resp"):  # levels after the push
                 m.d.sync += respond(P.Status.OK, 4, 4,
-                                    Cat(in_free.as_unsigned()[:16], out_level[:16]))
+                                    Cat(in_free16, out_level[:16]))
                 m.next = "Tx-Sync-0"
 
             # -- transmit a response ---------------------------------------------------------
@@ -650,3 +658,106 @@ class HostLink(wiring.Component):
                         with m.Else():
                             m.next = "Hunt"
         return m
+
+
+class _LinkCore(wiring.Component):
+    """HostLink + AcceleratorCore with the byte streams as ports (no UART)."""
+
+    def __init__(self, config: CoreConfig, *, core_kw=None, link_kw=None):
+        from .core import AcceleratorCore
+        self.core = AcceleratorCore(config, **dict(core_kw or {}))
+        self.link = HostLink(config, **dict(link_kw or {}))
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        core_rst = Signal()
+        m.submodules.core = ResetInserter(core_rst)(self.core)
+        m.submodules.link = link = self.link
+        core = self.core
+        wiring.connect(m, wiring.flipped(self.rx), link.rx)
+        wiring.connect(m, link.tx, wiring.flipped(self.tx))
+        wiring.connect(m, link.core_i, core.i_stream)
+        wiring.connect(m, core.o_stream, link.core_o)
+        m.d.comb += [
+            core.start.eq(link.core_start), link.core_busy.eq(core.busy),
+            link.core_done.eq(core.done), core_rst.eq(link.core_rst),
+            core.imem_addr.eq(link.imem_addr), core.imem_data.eq(link.imem_data),
+            core.imem_we.eq(link.imem_we),
+        ]
+        return m
+
+
+class LinkSimulation:
+    """An in-process simulated board on Amaranth's simulator, at byte level (no UART).
+
+    ``write(data)`` queues host bytes (one enters the link per cycle while it takes them);
+    ``read(n, timeout)`` runs the simulation until ``n`` response bytes are there or
+    ``timeout`` seconds of simulated time (at ``clk_hz``) have passed, and returns what it
+    has (at most ``n`` bytes). It has the ``Transport`` interface of
+    :mod:`mixpe.sw.driver`, so the driver runs on it unchanged. Bytes can be paced with
+    ``gap`` idle cycles between them (a UART delivers one byte per ``10 × divisor`` cycles).
+    """
+
+    def __init__(self, config: CoreConfig, *, clk_hz: float = 1e6, gap: int = 0,
+                 core_kw=None, link_kw=None):
+        from collections import deque
+
+        from amaranth.sim import Simulator
+        link_kw = dict(link_kw or {})
+        link_kw.setdefault("timeout_cycles", 2000)
+        self.dut = _LinkCore(config, core_kw=core_kw, link_kw=link_kw)
+        self.config = config
+        self.clk_hz = clk_hz
+        self.gap = gap
+        self.cycles = 0
+        self._in = deque()
+        self._out = bytearray()
+        self._sim = Simulator(self.dut)
+        self._sim.add_clock(1 / clk_hz)
+        self._sim.add_testbench(self._bench, background=True)
+        self._t = 0
+
+    async def _bench(self, ctx):
+        dut = self.dut
+        ctx.set(dut.tx.ready, 1)
+        wait = 0
+        while True:
+            send = bool(self._in) and wait == 0
+            ctx.set(dut.rx.valid, send)
+            if send:
+                ctx.set(dut.rx.payload, self._in[0])
+            _, _, rdy, tv, tp = await ctx.tick().sample(dut.rx.ready, dut.tx.valid,
+                                                         dut.tx.payload)
+            self.cycles += 1
+            if wait:
+                wait -= 1
+            if send and rdy:
+                self._in.popleft()
+                wait = self.gap
+            if tv:
+                self._out.append(tp)
+
+    def write(self, data: bytes) -> None:
+        self._in.extend(bytes(data))
+
+    def run(self, cycles: int) -> None:
+        """Advance the simulation by ``cycles`` clock cycles."""
+        self._t += cycles
+        self._sim.run_until(self._t / self.clk_hz)
+
+    def read(self, n: int, timeout: float) -> bytes:
+        limit = self.cycles + max(1, int(timeout * self.clk_hz))
+        step = 64
+        while len(self._out) < n and self.cycles < limit:
+            self.run(min(step, limit - self.cycles))
+        out = bytes(self._out[:n])
+        del self._out[:n]
+        return out
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self._out)
+
+    def close(self) -> None:
+        pass

@@ -55,10 +55,14 @@ class AcceleratorSoC(wiring.Component):
 
     def __init__(self, config: CoreConfig, *, clocks_per_bit: int, core_kw=None, link_kw=None,
                  rx_fifo_depth: int = 64):
-        if not isinstance(config, CoreConfig):
-            raise TypeError(f"config must be a CoreConfig, not {config!r}")
+        try:
+            if not isinstance(config, CoreConfig):
+                raise TypeError(f"config must be a CoreConfig, not {config!r}")
+            self._cpb = _check_divisor(clocks_per_bit)
+        except Exception:
+            self._MustUse__silence = True
+            raise
         self._config = config
-        self._cpb = _check_divisor(clocks_per_bit)
         self._core_kw = dict(core_kw or {})
         link_kw = dict(link_kw or {})
         link_kw.setdefault("timeout_cycles", 256 * 10 * self._cpb)

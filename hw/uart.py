@@ -85,10 +85,15 @@ class UARTRx(wiring.Component):
     overrun: Out(1)
 
     def __init__(self, *, divisor: int, fifo_depth: int = 16):
-        self._divisor = _check_divisor(divisor)
-        if isinstance(fifo_depth, bool) or not isinstance(fifo_depth, int) or not (
-                2 <= fifo_depth <= 4096):
-            raise ValueError(f"fifo_depth must be an integer in [2, 4096], not {fifo_depth!r}")
+        try:
+            self._divisor = _check_divisor(divisor)
+            if isinstance(fifo_depth, bool) or not isinstance(fifo_depth, int) or not (
+                    2 <= fifo_depth <= 4096):
+                raise ValueError(f"fifo_depth must be an integer in [2, 4096], not "
+                                 f"{fifo_depth!r}")
+        except Exception:
+            self._MustUse__silence = True
+            raise
         self._fifo_depth = fifo_depth
         super().__init__()
 
@@ -175,7 +180,11 @@ class UARTTx(wiring.Component):
     busy: Out(1)
 
     def __init__(self, *, divisor: int):
-        self._divisor = _check_divisor(divisor)
+        try:
+            self._divisor = _check_divisor(divisor)
+        except Exception:
+            self._MustUse__silence = True
+            raise
         super().__init__()
 
     @property

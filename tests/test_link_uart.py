@@ -125,8 +125,6 @@ def test_parameters():
         UARTTx(divisor=1.5)
     with pytest.raises(ValueError, match="fifo_depth"):
         UARTRx(divisor=8, fifo_depth=1)
-    with pytest.raises(TypeError):
-        UARTTx(8)
     assert divisor_for(48_000_000, 3_000_000) == 16
     assert divisor_for(25_000_000, 115_200) == 217
     with pytest.raises(ValueError, match="baud"):
