@@ -10,8 +10,9 @@ logic). Otherwise (ECP5 only) an ``EHXPLLL`` makes it from the oscillator; the d
 come from ``yowasp-ecppll`` (the same tool flow), and ``sync`` is held in reset until the PLL
 locks. The UART divisor is ``round(actual_clk_hz / baud)``.
 
-LEDs (as many as the board has, active as the platform defines): 0 heartbeat (~1 Hz), 1 SoC
-``busy`` (when the SoC has that port), 2 UART rx activity, 3 tx activity (stretched pulses).
+LEDs (as many as the board has, active as the platform defines): 0 heartbeat (~1 Hz), 1 a
+program runs (SoC ``led_running`` or ``busy``), 2 UART rx activity, 3 tx activity (stretched
+pulses), 4 error (``led_error``).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def ecp5_pll_params(f_in_hz: int, f_out_hz: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="mixpe-pll-") as tmp:
         out = Path(tmp) / "pll.v"
         proc = subprocess.run([tool, "-i", f"{f_in_hz / 1e6:g}", "-o", f"{f_out_hz / 1e6:g}",
-                               "-f", str(out)], capture_output=True, text=True, cwd=tmp)
+                               "-f", out.name], capture_output=True, text=True, cwd=tmp)
         if proc.returncode != 0 or not out.is_file():
             raise ValueError(f"yowasp-ecppll cannot make {f_out_hz} Hz from {f_in_hz} Hz: "
                              f"{(proc.stderr or proc.stdout).strip()}")
@@ -170,8 +171,13 @@ class BoardTop(Elaboratable):
                 m.d.sync += act.eq(stretch)
             with m.Elif(act != 0):
                 m.d.sync += act.eq(act - 1)
-        busy = getattr(soc, "busy", None) if "busy" in soc.signature.members else None
-        status = [beat, busy if busy is not None else Const(0), rx_act != 0, tx_act != 0]
+        members = soc.signature.members
+
+        def port(*names):
+            return next((getattr(soc, n) for n in names if n in members), Const(0))
+
+        status = [beat, port("busy", "led_running"), rx_act != 0, tx_act != 0,
+                  port("led_error")]
         for led, value in zip(leds, status):
             m.d.comb += led.o.eq(value)
         return m

@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "mixpe.sw.cmd_format",
     "mixpe.sim.cmd_hw",
     "mixpe.sim.cmd_demo",
+    "mixpe.sim.cmd_board",
+    "mixpe.sim.cmd_explore",
 ]
 
 

@@ -78,7 +78,13 @@ int main(int argc, char** argv) {
     const int cpb = (int)arg_long(argc, argv, "--cpb", 0);
     const int port = (int)arg_long(argc, argv, "--port", 0);
     const int batch = (int)arg_long(argc, argv, "--batch", 2048);
+#ifdef MIXPE_HAS_BUSY
+    // Longer than any silent stretch of the SoC with busy low (a frame executes at one word
+    // per cycle from a buffer of at most 4096 words before its response starts).
+    const long idle_cycles = arg_long(argc, argv, "--idle-cycles", 1L << 16);
+#else
     const long idle_cycles = arg_long(argc, argv, "--idle-cycles", 1L << 22);
+#endif
     const long long max_cycles = arg_long(argc, argv, "--max-cycles", 0);
     if (cpb < 4 || batch < 1) {
         std::fprintf(stderr, "simboard: --cpb must be >= 4 and --batch >= 1\n");
@@ -217,7 +223,7 @@ int main(int argc, char** argv) {
 
         // Idle: nothing on the lines, nothing queued, the design idle -> wait for the host.
 #ifdef MIXPE_HAS_BUSY
-        bool design_idle = !top->busy && silent >= 64L * cpb;
+        bool design_idle = !top->busy && silent >= idle_cycles;
 #else
         bool design_idle = silent >= idle_cycles;
 #endif
