@@ -97,6 +97,22 @@ class LutNaMultiplierTestCase(unittest.TestCase):
                 got, _ = _simulate(dut, pairs)
                 self.assertEqual(got, _expected(dut.config, pairs))
 
+    def test_rom_styles_agree_with_the_table(self):
+        """``rom="memory"`` and ``rom="logic"`` build the same products (and ``auto`` picks
+        ``memory`` for 2c ≤ 4 address bits, else ``logic``)."""
+        for params in (dict(), dict(drop=((0, 0),)), dict(trunc=3), dict(c=2, tau=3),
+                       dict(n=6, nb=7, c=3, trunc=2), dict(c=8, trunc=5)):
+            for rom in ("memory", "logic"):
+                with self.subTest(rom=rom, **params):
+                    dut = LutNaMultiplier(rom=rom, **params)
+                    pairs = _pairs(dut.config, 300, seed=11)
+                    got, _ = _simulate(dut, pairs)
+                    self.assertEqual(got, _expected(dut.config, pairs))
+        self.assertEqual(LutNaMultiplier()._rom, "logic")
+        self.assertEqual(LutNaMultiplier(c=2)._rom, "memory")
+        self.assertEqual(LutNaMultiplier(c=1, rom="logic")._rom, "logic")
+        self.assertEqual(LutNaMac(c=2, rom="auto")._rom, "memory")
+
     def test_worked_example(self):
         """Seed spec §3.4: a = 183, w = -94 -> -17202 (-17104 without the (0, 0) term)."""
         code = 256 | 94
@@ -171,6 +187,10 @@ class LutNaMultiplierTestCase(unittest.TestCase):
             LutNaMultiplier(trunc=9)
         with self.assertRaisesRegex(ValueError, r"split"):
             LutNaMultiplier(split="weight")
+        with self.assertRaisesRegex(ValueError, r"rom='rom'.*auto, memory, logic"):
+            LutNaMultiplier(rom="rom")
+        with self.assertRaisesRegex(ValueError, r"rom="):
+            LutNaMac(rom=None)
 
 
 class LutNaStructureTestCase(unittest.TestCase):
@@ -244,6 +264,8 @@ class LutNaMacTestCase(unittest.TestCase):
     def test_mac_both(self):
         self._run()
         self._run(drop=((0, 0),), acc_bits=17, cycles=30)  # wraps
+        self._run(rom="memory")
+        self._run(c=2, tau=3, rom="logic")
 
     def test_mac_act(self):
         self._run(split="act", trunc=4)

@@ -24,12 +24,21 @@ width ``c``, ``a = Σ_p a_p 2^{cp}`` and ``|b| = Σ_q w_q 2^{cq}``:
     enter the tree directly, with the weight sign folded in (``-d = ~d + 1``), so no lane has
     its own negation adder.
 
-The ROMs are :class:`amaranth.lib.memory.Memory` instances with asynchronous
-(``domain="comb"``) read ports. Why not block RAM: iCE40 EBR and ECP5 DP16KD only read
-synchronously, and a 256×8 ROM would waste a 4 Kbit EBR per term; Yosys maps an async-read
-constant memory to logic (``memory_map``), where ABC minimises each output bit as a function
-of the 2c address bits, exactly as it does for a ``Switch``/``Case`` ROM (the two give the same
-LUT counts, see ``tests/test_hw_lutna.py``). The programmable LUT of ``split="act"`` has a write
+How a product table is built (``rom``, a hardware-only choice; the table is the same):
+
+* ``"memory"``: an :class:`amaranth.lib.memory.Memory` with an asynchronous
+  (``domain="comb"``) read port. Why not block RAM: iCE40 EBR and ECP5 DP16KD only read
+  synchronously, and a 256×8 ROM would waste a 4 Kbit EBR per term; Yosys maps an async-read
+  constant memory to logic (``memory_map``), where ABC minimises each output bit as a function
+  of the 2c address bits, exactly as it does for a ``Switch``/``Case`` ROM (the two give the
+  same LUT counts, see ``tests/test_hw_lutna.py``). With ``2c ≤ 4`` address bits every entry
+  bit is one LUT4: the table *is* the FPGA's look-up table.
+* ``"logic"``: the table's function written as ``(u·v) >> trunc``, which Yosys builds as a
+  small ``c``×``c`` array multiplier. For ``c = 4`` ABC's minimisation of the flat 8-input ROM
+  is far from this (iCE40: one 4×4 table 70-odd LUT4 as a ROM, 28 LUT4 + 5 carries as logic;
+  the whole exact ``lutna`` unit 373 vs 198 LUT4).
+* ``"auto"`` (default): ``"memory"`` when ``2c ≤ 4`` (one LUT4 per entry bit), else
+  ``"logic"``. The programmable LUT of ``split="act"`` has a write
 port and maps to distributed RAM on ECP5 (``TRELLIS_DPR16X4``) and to flip-flops plus read
 multiplexers on iCE40 (which has no LUT RAM).
 """
@@ -79,6 +88,9 @@ class LutNaMultiplier(wiring.Component):
         Only terms with ``p + q >= tau`` are built.
     trunc : int
         LUT entries keep only their bits from ``trunc`` up.
+    rom : str
+        ``split="both"`` product tables: ``"auto"`` (default), ``"memory"`` or ``"logic"``
+        (see the module docstring; hardware only, the products are the same).
 
     Members
     -------
@@ -112,12 +124,13 @@ class LutNaMultiplier(wiring.Component):
         generic testbench holds them).
     """
 
-    def __init__(self, *, n=8, nb=9, c=4, split="both", drop=(), tau=0, trunc=0):
+    def __init__(self, *, n=8, nb=9, c=4, split="both", drop=(), tau=0, trunc=0, rom="auto"):
         if isinstance(drop, str):
             from mixpe.sw.mult.lutna import parse_terms
 
             drop = parse_terms(drop)
         self._config = _SwLutNa(n=n, nb=nb, c=c, split=split, drop=drop, tau=tau, trunc=trunc)
+        self._rom = _check_rom(rom, self._config)
         cfg = self._config
         members = {
             "a": In(cfg.a_format.bits),
@@ -150,7 +163,7 @@ class LutNaMultiplier(wiring.Component):
         fill = _LoadSequencer(m, cfg.c, self.load) if cfg.split == "act" else None
         if fill is not None:
             self._busy = fill.busy
-        terms, sign = _lane_lookups(m, cfg, self.a, self.b, fill, "")
+        terms, sign = _lane_lookups(m, cfg, self.a, self.b, fill, "", self._rom)
         if fill is not None:
             self._lut_w = m.submodules.lut_w
         # |b| < 2^(nb-1) and a < 2^n: the magnitude sum fits in n + nb - 1 bits
@@ -181,11 +194,25 @@ class _LoadSequencer:
             m.d.sync += [self.k.eq(1), self.busy.eq(1)]
 
 
-def _lane_lookups(m, cfg, a, b, fill, suffix):
+ROMS = ("auto", "memory", "logic")
+
+
+def _check_rom(rom, cfg):
+    """The resolved product-table style (``"memory"`` or ``"logic"``) of ``rom``."""
+    if rom not in ROMS:
+        raise ValueError(f"rom={rom!r} is out of range; allowed: rom in {{{', '.join(ROMS)}}}")
+    if rom == "auto":
+        return "memory" if 2 * cfg.c <= 4 else "logic"
+    return rom
+
+
+def _lane_lookups(m, cfg, a, b, fill, suffix, rom="memory"):
     """Build one lane's look-ups; return ``([(column, unsigned data)], sign)``.
 
-    ``split="both"``: a product ROM per kept term; ``split="act"``: the lane's programmable
-    LUT (written under the shared ``fill`` sequencer) with a read port per kept term.
+    ``split="both"``: a product table per kept term (a ``Memory`` ROM, or with
+    ``rom="logic"`` the same function as ``(u·v) >> trunc``); ``split="act"``: the lane's
+    programmable LUT (written under the shared ``fill`` sequencer) with a read port per kept
+    term.
     """
     c, t = cfg.c, cfg.trunc
     mag_bits = cfg.nb - 1
@@ -194,10 +221,16 @@ def _lane_lookups(m, cfg, a, b, fill, suffix):
     if cfg.split == "both":
         init = product_rom_init(c, t)
         for p, q in (cfg.terms if 2 * c > t else ()):  # trunc = 2c: every entry is 0
-            rom = memory.Memory(shape=2 * c - t, depth=1 << (2 * c), init=init)
-            m.submodules[f"lut{suffix}_{p}_{q}"] = rom
-            port = rom.read_port(domain="comb")
-            m.d.comb += port.addr.eq(Cat(b[c * q: c * (q + 1)], a_chunk[p]))
+            w_q = b[c * q: c * (q + 1)]
+            if rom == "logic":
+                word = Signal(2 * c - t, name=f"lut{suffix}_{p}_{q}")
+                m.d.comb += word.eq((a_chunk[p] * w_q)[t:])
+                terms.append((c * (p + q) + t, word))
+                continue
+            table = memory.Memory(shape=2 * c - t, depth=1 << (2 * c), init=init)
+            m.submodules[f"lut{suffix}_{p}_{q}"] = table
+            port = table.read_port(domain="comb")
+            m.d.comb += port.addr.eq(Cat(w_q, a_chunk[p]))
             terms.append((c * (p + q) + t, port.data))
         return terms, b[mag_bits]
     ebits = c + mag_bits - t
@@ -239,6 +272,8 @@ class LutNaMac(wiring.Component):
         Accumulator width (two's complement, wraps).
     n, nb, c, split, drop, tau, trunc :
         The LUT-NA configuration of every lane (see :class:`LutNaMultiplier`).
+    rom : str
+        Product-table style, as in :class:`LutNaMultiplier`.
 
     Members
     -------
@@ -258,7 +293,7 @@ class LutNaMac(wiring.Component):
     """
 
     def __init__(self, *, lanes=4, acc_bits=32, n=8, nb=9, c=4, split="both", drop=(), tau=0,
-                 trunc=0):
+                 trunc=0, rom="auto"):
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes={lanes!r} must be a positive integer")
         if isinstance(drop, str):
@@ -266,6 +301,7 @@ class LutNaMac(wiring.Component):
 
             drop = parse_terms(drop)
         self._config = _SwLutNa(n=n, nb=nb, c=c, split=split, drop=drop, tau=tau, trunc=trunc)
+        self._rom = _check_rom(rom, self._config)
         cfg = self._config
         if isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or \
                 not cfg.out_bits <= acc_bits <= 64:
@@ -303,7 +339,8 @@ class LutNaMac(wiring.Component):
         fill = _LoadSequencer(m, cfg.c, self.load) if cfg.split == "act" else None
         tree = ColumnSum(width=W)
         for lane in range(self._lanes):
-            terms, sign = _lane_lookups(m, cfg, self.a[lane], self.b[lane], fill, f"_{lane}")
+            terms, sign = _lane_lookups(m, cfg, self.a[lane], self.b[lane], fill, f"_{lane}",
+                                        self._rom)
             for col, d in terms:
                 if col >= W:
                     continue
