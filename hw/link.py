@@ -44,6 +44,7 @@ from amaranth.utils import ceil_log2
 from ..sw import isa
 from ..sw import protocol as P
 from ..sw.core_config import MEMORIES, CoreConfig
+from ..sw.driver import Transport
 
 __all__ = ["HostLink", "LinkSimulation"]
 
@@ -688,7 +689,7 @@ class _LinkCore(wiring.Component):
         return m
 
 
-class LinkSimulation:
+class LinkSimulation(Transport):
     """An in-process simulated board on Amaranth's simulator, at byte level (no UART).
 
     ``write(data)`` queues host bytes (one enters the link per cycle while it takes them);
@@ -755,9 +756,18 @@ class LinkSimulation:
         del self._out[:n]
         return out
 
+    def read_some(self, n: int, timeout: float) -> bytes:
+        limit = self.cycles + max(1, int(timeout * self.clk_hz))
+        while not self._out and self.cycles < limit:
+            self.run(min(64, limit - self.cycles))
+        out = bytes(self._out[:n])
+        del self._out[:n]
+        return out
+
+    def clock(self) -> float:
+        """Simulated seconds."""
+        return self.cycles / self.clk_hz
+
     @property
     def in_waiting(self) -> int:
         return len(self._out)
-
-    def close(self) -> None:
-        pass

@@ -98,6 +98,10 @@ class Transport(abc.ABC):
         """Bytes that can be read without waiting (0 when unknown)."""
         return 0
 
+    def clock(self) -> float:
+        """Seconds on the transport's clock (simulated transports count simulated time)."""
+        return time.monotonic()
+
     def close(self) -> None:
         pass
 
@@ -387,6 +391,7 @@ class Accelerator:
         if config is not None and not isinstance(config, CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {config!r}")
         self.t = transport
+        self._clock = getattr(transport, "clock", time.monotonic)
         self.timeout = float(timeout)
         self.retries = retries
         self.window = window
@@ -457,7 +462,7 @@ class Accelerator:
                 self.t.write(frame)
                 self.stats.frames += 1
                 self.stats.bytes_out += len(frame)
-                inflight[seq] = (i, time.monotonic())
+                inflight[seq] = (i, self._clock())
                 order.append(seq)
             data = self._read_some(self.timeout)
             if not data:
@@ -494,7 +499,7 @@ class Accelerator:
                         f"{P.Opcode(requests[i][0]).name}: the board answered "
                         f"{P.Status(r.status).name if r.status in list(P.Status) else r.status}",
                         r.status)
-            now = time.monotonic()
+            now = self._clock()
             if order and now - inflight[order[0]][1] > self.timeout:
                 self.stats.timeouts += 1
                 for seq in list(order):
