@@ -66,7 +66,12 @@ signed 177 + 11)
     141 + 31; composable 8↔4↔2 ``out=lanes``: unsigned 194 + 55 (1.23×), signed 281 + 56;
     ``out=dot``: unsigned 289 + 91, signed 379 + 93 (the split-mode lane sums need an adder and
     two shift-or-not multiplexers per tree node). Of the composable unit, the 16 blocks and the
-    24 operand multiplexers (2-bit, 2:1 or 3:1) are about 117 LUT4 unsigned.
+    24 operand multiplexers (2-bit, 2:1 or 3:1) are about 117 LUT4 unsigned. Other tree nodes
+    measured worse for the signed dot (LUT4): ``Z = Mux(f, D1·2^(q/2), D1) + X`` then
+    ``D0 + Mux(f, Z·2^(q/2), Z)`` 419; ``D0 + Mux(f, D1·2^q, D1) + Mux(f, X·2^(q/2), X)`` 454;
+    ``Mux(f, {D1, D0} + X·2^(q/2), D0 + D1 + X)`` 437; the sign-extension bit computed once per
+    port block and routed with it (3-bit blocks) 390; a signed correction term on unsigned
+    lanes needs a popcount of 32 bits at ``q = 2`` alone (estimated > 440).
 
 Members (fixed)
     ``a: In(n)``, ``b: In(n)`` operand codes; ``p: Out(signed(out_bits))`` the product, equal to
