@@ -87,7 +87,7 @@ def build_model(spec: str, *, log=print) -> tuple[Path, str]:
     from .runner import simulator_env
 
     m = multiplier(spec)
-    if m.a_bits > 16 or m.b_bits > 16:
+    if m.a_format.bits > 16 or m.b_format.bits > 16:
         raise ValueError(f"spec: operands wider than 16 bits are not supported, got {spec!r}")
     d = energy_root() / f"{m.spec.replace(':', '_').replace(',', '_').replace('=', '')}-" \
                         f"{_spec_hash(m.spec)}"
@@ -102,9 +102,9 @@ def build_model(spec: str, *, log=print) -> tuple[Path, str]:
         ports = {p["name"]: p for p in man["ports"]}
         pw = ports["p"]["width"]
         top = f"""
-module tgl_top(input clk, input [{m.a_bits - 1}:0] a_in, input [{m.b_bits - 1}:0] b_in,
+module tgl_top(input clk, input [{m.a_format.bits - 1}:0] a_in, input [{m.b_format.bits - 1}:0] b_in,
                output [{pw - 1}:0] p_out);
-  reg [{m.a_bits - 1}:0] a_r; reg [{m.b_bits - 1}:0] b_r; reg [{pw - 1}:0] p_r;
+  reg [{m.a_format.bits - 1}:0] a_r; reg [{m.b_format.bits - 1}:0] b_r; reg [{pw - 1}:0] p_r;
   wire [{pw - 1}:0] p;
   mult_under_test u (.a(a_r), .b(b_r), .p(p));
   always @(posedge clk) begin a_r <= a_in; b_r <= b_in; p_r <= p; end
@@ -212,9 +212,9 @@ def energy_table(problem, *, w_formats=None, mults=None, log=print, progress: bo
     for m in mults:
         from mixpe.sw.mult import multiplier
         mm = multiplier(m)
-        if (mm.a_bits, mm.b_bits) != (8, 8):
+        if (mm.a_format.bits, mm.b_format.bits) != (8, 8):
             raise ValueError(f"mults: the energy proxy streams int8 operands; {m!r} has "
-                             f"{mm.a_bits}x{mm.b_bits}-bit ports")
+                             f"{mm.a_format.bits}x{mm.b_format.bits}-bit ports")
     cache_dir = energy_root() / "entries"
     cache_dir.mkdir(parents=True, exist_ok=True)
     streams = {wf: layer_streams(problem, wf) for wf in w_formats}

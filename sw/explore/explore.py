@@ -6,7 +6,8 @@ Output directory layout (everything written through temp files + rename)::
     DIR/explore.json          summary: problem, budget, int8 and float accuracy, every result
                               with the methods that produced it, the Pareto front, each
                               method's best config, the goal check, timings
-    DIR/configs/*.toml        the Pareto-optimal configs and each method's best (quant TOML)
+    DIR/configs/*.toml        the Pareto-optimal configs and each method's best, as quant TOML
+                              files of the model flow (``mixpe compare`` / ``mixpe build``)
 
 The Pareto front is taken over the feasible results (loss ≤ budget, fits the board) on the
 objectives ``loss, lut4, cycles[, energy]``. The goal check compares the best config overall
@@ -26,6 +27,7 @@ from pathlib import Path
 from .pareto import best, dominates, feasible, hw_keys, pareto_front
 from .problem import ProblemSpec
 from .runner import Runner
+from .quanttoml import expressible, save_quant_toml
 from .space import Config, save_config
 from .strategies import SEED_METHODS, STRATEGIES, Search, run_strategy
 
@@ -69,8 +71,13 @@ def goal_check(results: list[dict], budget: float, methods=SEED_METHODS) -> dict
 
 def explore(spec: ProblemSpec, out_dir, *, budget: float = 1.0, strategies=None,
             workers: int | None = None, scheduler: str | None = None, progress: bool = True,
-            pop: int = 24, gens: int = 8, seed: int = 0, log=print) -> dict:
-    """Run ``strategies`` (default: all) on ``spec``; write and return the summary dict."""
+            pop: int = 24, gens: int = 8, seed: int = 0, verify: int = 0,
+            log=print) -> dict:
+    """Run ``strategies`` (default: all) on ``spec``; write and return the summary dict.
+
+    ``verify``: re-evaluate up to that many chosen configs (the overall best, then each
+    method's best) through the model flow's reference executor from their quant TOML.
+    """
     if not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget < 0:
         raise ValueError(f"budget_acc must be a non-negative number of points, not {budget!r}")
     strategies = list(strategies or STRATEGIES)
@@ -126,12 +133,35 @@ def explore(spec: ProblemSpec, out_dir, *, budget: float = 1.0, strategies=None,
     files = {}
     for h, name in names.items():
         r = by_hash[h]
-        meta = {"hash": h, "accuracy": r["accuracy"], "loss": r["loss"], "lut4": r["lut4"],
-                "cycles": r["cycles"], "board": spec.board, "methods": r["methods"]}
-        if r.get("energy") is not None:
-            meta["energy"] = r["energy"]
-        save_config(Config.from_dict(r["config"]), cdir / f"{name}.toml", meta=meta)
-        files[h] = f"configs/{name}.toml"
+        cfg = Config.from_dict(r["config"])
+        desc = (f"mixpe explore ({', '.join(r['methods'])}) for {spec.model} on {spec.board}: "
+                f"accuracy {r['accuracy']:.2f} % (loss {r['loss']:.2f}), LUT4 {r['lut4']}, "
+                f"cycles {r['cycles']}" + (f", energy proxy {r['energy']:.4g}"
+                                           if r.get("energy") is not None else "") +
+                f"; config hash {h[:16]}")
+        if expressible(cfg):
+            save_quant_toml(cfg, cdir / f"{name}.toml", name=name, description=desc)
+            files[h] = f"configs/{name}.toml"
+        else:  # not writable as a quant TOML: the explorer's explicit form
+            save_config(cfg, cdir / f"{name}.explicit.toml", meta={"description": desc})
+            files[h] = f"configs/{name}.explicit.toml"
+    checks = []
+    for h in list(dict.fromkeys([goal["overall"]] + [v["best"] for v in
+                                                      goal["methods"].values()]))[:verify]:
+        if not h or not files.get(h, "").endswith(".toml") or ".explicit." in files[h]:
+            continue
+        from .quanttoml import reference_accuracy
+        try:
+            ref = reference_accuracy(Config.from_dict(by_hash[h]["config"]), model=spec.model,
+                                     dataset=spec.dataset, epochs=spec.epochs,
+                                     n_eval=spec.n_eval)
+        except ImportError as e:  # the model flow is not installed
+            log(f"verify: skipped ({e})")
+            break
+        checks.append({"hash": h, "file": files[h], "explorer": by_hash[h]["accuracy"],
+                       "reference": ref})
+        log(f"verify {files[h]}: explorer {by_hash[h]['accuracy']:.2f} %, model-flow "
+            f"reference {ref:.2f} %")
     summary = {
         "spec": asdict(spec), "budget": budget, "strategies": strategies,
         "int8_accuracy": problem.int8_accuracy,
@@ -140,6 +170,7 @@ def explore(spec: ProblemSpec, out_dir, *, budget: float = 1.0, strategies=None,
                    for L in problem.net.layers],
         "objectives": list(keys), "results": results,
         "pareto": [r["hash"] for r in front], "configs": files, "goal": goal,
+        "verify": checks,
         "timings": timings,
         "evaluations": {"total": len(results), "new": evaluated,
                         "seconds": round(eval_s, 2),

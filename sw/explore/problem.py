@@ -33,6 +33,9 @@ from .space import Config, Space
 
 __all__ = ["ProblemSpec", "Problem", "get_problem", "ResultCache", "OBJECTIVES"]
 
+#: Version of the evaluation semantics (bump when QNet / costs change; part of the cache key).
+EVAL_VERSION = 2
+
 #: Objectives, all minimized: accuracy loss (points), LUT4, cycles, energy proxy.
 OBJECTIVES = ("loss", "lut4", "cycles", "energy")
 
@@ -75,7 +78,12 @@ class ProblemSpec:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """Digest of the spec, the evaluation semantics version and the energy table contents
+        (the result cache lives under it, so stale results are never reused)."""
+        blob = {"spec": asdict(self), "version": EVAL_VERSION}
+        if self.energy:
+            blob["energy"] = hashlib.sha256(Path(self.energy).read_bytes()).hexdigest()
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_float_model(spec: ProblemSpec, progress: bool = False):
@@ -192,6 +200,7 @@ def evaluate_task(spec: ProblemSpec, config_dict: dict) -> dict:
     config = Config.from_dict(config_dict)
     r = get_problem(spec).evaluate(config)
     r["config"] = config_dict
+    r["pid"] = os.getpid()
     return r
 
 

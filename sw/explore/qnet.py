@@ -7,17 +7,22 @@ conv), calibrates one activation scale per layer input on training images, and t
 
 * input images ``x ∈ [0, 1]`` become int8 codes ``a = clamp(round(x · 127), 0, 127)``;
 * layer ``l`` with output channel ``c`` quantizes its weights onto the channel's number-format
-  grid ``G_c`` (integer values, e.g. ``int:bits=4`` → −8…7, ``flint:bits=4`` → ±{0…4, 6, 8, 16}):
-  ``s_c = max|W_c| / max(G_c)``, ``v = nearest(G_c, W_c / s_c)`` (ties: the smaller value),
-  and its bias to the accumulator scale, ``β_c = round(b_c / (s_in · s_c))``;
+  grid ``G_c`` (integer values, e.g. ``int:bits=4`` → −8…7, ``flint:bits=4`` → ±{0…4, 6, 8, 16})
+  with ANT's per-channel clipping search (:func:`weight_values`, as the model flow does),
+  and its bias to the accumulator scale, ``β_c = round(b_c / (s_in · s_c))``, added by the
+  requantization;
 * the accumulators come from :func:`mixpe.sw.emulate.conv2d` / :func:`~mixpe.sw.emulate.linear`
-  with filter ``c``'s multiplier (32-bit saturating accumulators, preloaded with ``β_c``), i.e.
+  with filter ``c``'s multiplier (32-bit saturating accumulators), i.e.
   the products the PE computes, in the array's k order;
 * between layers, :func:`mixpe.sw.requant.requantize` (the core's requant unit) maps the
   accumulators to the next layer's int8 codes with ``mult·2^−shift ≈ s_in · s_c / s_out``
   (:func:`~mixpe.sw.requant.quantize_multiplier`), ReLU fused, clamp to [−128, 127]; pools act on
   codes (max exactly; average as ``floor((Σ + n/2) / n)``, round half up);
-* the last layer's class is ``argmax_c(acc_c · s_c)`` (float only at this edge).
+* the last layer is requantized as well (no ReLU, clamp [−128, 127]); the class is the first
+  maximum of its codes. Scales: ``s_in`` of layer 0 is 1/127; every layer's output scale is the
+  max |output| (after ReLU, before pooling) over the calibration images / 127, and the next
+  layer's ``s_in`` (pooling keeps the scale) — the model flow's (``sw/model``) choices, so for
+  the same config both give the same codes (``tests/test_explore.py`` checks it).
 
 Everything is deterministic, so the accuracy of a config is a pure function of the config.
 """
@@ -75,18 +80,23 @@ class QLayer:
 def weight_values(w: torch.Tensor, fmt_spec: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-channel quantization of ``w`` (float ``[OC, ...]``) onto one format's grid.
 
-    Returns ``(values int64 like w, scale float64 [OC])`` with ``w ≈ values · scale``.
-    A channel of zeros gets scale 1 and values 0.
+    The clipping value of each channel is ANT's MSE search (:func:`mixpe.sw.ant.search_mse`,
+    per channel), the codes :meth:`~mixpe.sw.formats.NumberFormat.quantize`, as the model flow
+    (``sw/model/quantize.py:quantize_weights``) does for a layer with one weight type: the
+    values are ``fmt.values()[codes]`` and ``scale = alpha / max|grid|`` (1 for a zero channel),
+    so ``w ≈ values · scale``. Returns ``(values int64 like w, scale float64 [OC])``.
     """
+    from ..ant import search_mse
+
     fmt = number_format(fmt_spec)
-    grid = fmt.grid().to(torch.float64)
-    gmax = float(grid.abs().max())
-    wf = w.detach().to(torch.float64).reshape(w.shape[0], -1)
-    amax = wf.abs().amax(dim=1)
-    scale = torch.where(amax > 0, amax / gmax, torch.ones_like(amax))
-    d = wf / scale[:, None]
-    idx = (d[..., None] - grid).abs().argmin(dim=-1)  # first (smaller) grid value on ties
-    vals = grid[idx].to(torch.int64).reshape(w.shape)
+    oc = w.shape[0]
+    rows = w.detach().reshape(oc, -1).to(torch.float32)
+    r = search_mse(rows, fmt, per_channel=True)
+    codes = fmt.quantize(rows, r.alpha)
+    vals = fmt.values()[codes].reshape(w.shape)
+    gmax = float(fmt.grid().abs().max())
+    sw = r.alpha.reshape(-1).to(torch.float64) / gmax
+    scale = torch.where(sw > 0, sw, torch.ones_like(sw))
     return vals, scale
 
 
@@ -111,13 +121,13 @@ class QNet:
     def __init__(self, model: nn.Module, calib: torch.Tensor, *, name: str = "model"):
         self.name = name
         self.layers = _import_chain(model, calib.shape[1:])
+        self._wcache: dict = {}
         self._calibrate(calib)
 
     # -- import / calibration --------------------------------------------------------------
     def _float_forward(self, x, collect=None):
+        """Float forward; ``collect`` receives each layer's output after ReLU, before pooling."""
         for i, L in enumerate(self.layers):
-            if collect is not None:
-                collect.append(x)
             if L.kind == "conv":
                 x = torch.nn.functional.conv2d(x, L.weight, L.bias, L.stride, L.padding, 1,
                                                L.groups)
@@ -125,19 +135,22 @@ class QNet:
                 x = torch.nn.functional.linear(x, L.weight, L.bias)
             if L.relu:
                 x = torch.relu(x)
+            if collect is not None:
+                collect.append(x)
             x = _apply_post(x, L.post, float_mode=True)
         return x
 
     def _calibrate(self, calib):
-        ins: list = []
+        outs: list = []
         with torch.no_grad():
-            self._float_forward(calib.to(torch.float32), ins)
-        # input of layer 0: images in [0, 1] -> scale 1/127; later inputs: max of the
-        # float activation (ReLU outputs), a scale per tensor.
-        self.in_scales = [1.0 / A_MAX]
-        for i in range(1, len(self.layers)):
-            m = float(ins[i].abs().max())
-            self.in_scales.append(m / A_MAX if m > 0 else 1.0)
+            self._float_forward(calib.to(torch.float32), outs)
+        # scale of the input: images in [0, 1] -> 1/127; scale of layer l's output codes:
+        # max |output| (after ReLU, before pooling; pooling keeps the scale) / 127
+        self.out_scales = []
+        for o in outs:
+            m = float(o.detach().abs().max())
+            self.out_scales.append(m / A_MAX if m > 0 else 1.0)
+        self.in_scales = [1.0 / A_MAX] + self.out_scales[:-1]
         for i in range(len(self.layers) - 1):
             if not self.layers[i].relu:
                 raise ValueError(f"layer {self.layers[i].name}: a quantized layer must be followed "
@@ -150,7 +163,7 @@ class QNet:
 
     # -- bit-exact run ----------------------------------------------------------------------
     def forward_codes(self, x: torch.Tensor, config, *, collect=None) -> torch.Tensor:
-        """Run ``config`` on images ``x``; returns the float logits ``acc·s`` of the last layer.
+        """Run ``config`` on images ``x``; returns the last layer's int8 output codes.
 
         ``collect`` (a list) receives each layer's input codes.
         """
@@ -161,28 +174,33 @@ class QNet:
         for i, (L, lq) in enumerate(zip(self.layers, config.layers)):
             if collect is not None:
                 collect.append(a)
-            acc, s_w = self.layer_acc(i, a, lq)
-            s_in = self.in_scales[i]
-            if i + 1 < len(self.layers):
-                s_out = self.in_scales[i + 1]
-                real = (s_in * s_w / s_out).tolist()
-                mult, shift = quantize_multiplier(torch.tensor(real, dtype=torch.float64))
-                shape = (1, -1, 1, 1) if L.kind == "conv" else (1, -1)
-                accc = acc.movedim(1, -1) if L.kind == "conv" else acc
-                y = requantize(accc, 0, mult, shift, relu=L.relu, lo=-128, hi=127)
-                a = y.movedim(-1, 1) if L.kind == "conv" else y
-                del shape
-                a = _apply_post(a, L.post, float_mode=False)
+            acc, s_w, beta = self.layer_acc(i, a, lq, with_bias=True)
+            real = self.in_scales[i] * s_w / self.out_scales[i]
+            mult, shift = quantize_multiplier(real)
+            lo = 0 if L.relu else -A_MAX - 1
+            if L.kind == "conv":
+                y = requantize(acc.movedim(1, -1), beta, mult, shift, relu=L.relu, lo=lo,
+                               hi=A_MAX).movedim(-1, 1)
             else:
-                scale = (s_in * s_w).to(torch.float64)
-                shape = (1, -1, 1, 1) if L.kind == "conv" else (1, -1)
-                return acc.to(torch.float64) * scale.reshape(shape)
-        raise AssertionError("unreachable")
+                y = requantize(acc, beta, mult, shift, relu=L.relu, lo=lo, hi=A_MAX)
+            a = _apply_post(y, L.post, float_mode=False)
+        return a
 
-    def layer_acc(self, i: int, a: torch.Tensor, lq) -> tuple[torch.Tensor, torch.Tensor]:
+    def layer_weights(self, i: int, spec: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`weight_values` of layer ``i`` in format ``spec`` (all channels, cached)."""
+        key = (i, spec)
+        if key not in self._wcache:
+            self._wcache[key] = weight_values(self.layers[i].weight, spec)
+        return self._wcache[key]
+
+    def layer_acc(self, i: int, a: torch.Tensor, lq, *, with_bias: bool = False):
         """Accumulators of layer ``i`` on input codes ``a`` under layer config ``lq``.
 
-        Returns ``(acc int64 [N, OC, ...], weight scale float64 [OC])``.
+        Returns ``(acc int64 [N, OC, ...], weight scale float64 [OC])`` (the bias is added by
+        the requantization, not preloaded); ``with_bias`` also returns the integer bias
+        ``β = round(b / (s_in · s_w))`` ``[OC]``. Non-int weight formats multiply through a
+        :class:`~mixpe.sw.mult.decoded.DecodedMultiplier` (int8 activations × the format,
+        the mantissas through the multiplier), as the model flow's reference does.
         """
         L = self.layers[i]
         oc = L.channels
@@ -193,38 +211,55 @@ class QNet:
         scale = torch.empty(oc, dtype=torch.float64)
         for spec in sorted(set(lq.w_formats)):
             idx = torch.tensor([c for c in range(oc) if lq.w_formats[c] == spec])
-            v, s = weight_values(L.weight[idx], spec)
-            vals[idx], scale[idx] = v, s
+            v, s = self.layer_weights(i, spec)
+            vals[idx], scale[idx] = v[idx], s[idx]
         s_in = self.in_scales[i]
         beta = torch.round(L.bias.to(torch.float64) / (s_in * scale)).to(torch.int64)
         lim = (1 << (ACC_BITS - 1)) - 1
-        beta = beta.clamp(-lim, lim)
+        beta = beta.clamp(-lim - 1, lim)
         out = None
-        for spec in sorted(set(lq.mults)):
-            idx = torch.tensor([c for c in range(oc) if lq.mults[c] == spec])
-            m = multiplier(spec)
+        for key in sorted(set(zip(lq.mults, lq.w_formats))):
+            idx = torch.tensor([c for c in range(oc) if (lq.mults[c], lq.w_formats[c]) == key])
+            m = _multiplier(*key)
             if L.kind == "conv":
-                part = emu_conv2d(a, vals[idx], m, beta[idx], stride=L.stride, padding=L.padding,
+                part = emu_conv2d(a, vals[idx], m, stride=L.stride, padding=L.padding,
                                   groups=L.groups, acc_bits=ACC_BITS, overflow="saturate")
             else:
-                part = emu_linear(a, vals[idx], m, beta[idx], acc_bits=ACC_BITS,
-                                  overflow="saturate")
+                part = emu_linear(a, vals[idx], m, acc_bits=ACC_BITS, overflow="saturate")
             if out is None:
                 out = torch.empty((part.shape[0], oc, *part.shape[2:]), dtype=torch.int64)
             out[:, idx] = part
-        return out, scale
+        return (out, scale, beta) if with_bias else (out, scale)
 
     def accuracy(self, config, x, y, *, batch: int = 512) -> float:
         """Top-1 accuracy (%) of ``config`` on images ``x`` with labels ``y``."""
         correct = 0
         for s in range(0, len(x), batch):
-            logits = self.forward_codes(x[s:s + batch], config)
+            logits = self.forward_codes(x[s:s + batch], config)  # int codes; first max wins
             correct += int((logits.argmax(dim=1) == y[s:s + batch]).sum())
         return 100.0 * correct / max(len(x), 1)
 
     def float_accuracy(self, x, y) -> float:
         with torch.no_grad():
             return 100.0 * float((self._float_forward(x).argmax(1) == y).float().mean())
+
+
+_MULTS: dict = {}
+
+
+def _multiplier(mult_spec: str, fmt_spec: str):
+    """The multiplier of (mult, weight format): the multiplier itself for int weights, else a
+    DecodedMultiplier ``int8 × format`` over it (cached)."""
+    key = (mult_spec, fmt_spec)
+    if key not in _MULTS:
+        from ..formats import IntFormat
+        from ..mult.decoded import DecodedMultiplier
+
+        core = multiplier(mult_spec)
+        fmt = number_format(fmt_spec)
+        _MULTS[key] = core if isinstance(fmt, IntFormat) else \
+            DecodedMultiplier(IntFormat(bits=8, signed=True), fmt, core)
+    return _MULTS[key]
 
 
 def _apply_post(x, post, *, float_mode: bool):

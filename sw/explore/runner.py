@@ -6,6 +6,9 @@ already cached are not evaluated again, so an interrupted sweep resumes. Each ev
 task (:func:`~mixpe.sw.explore.problem.evaluate_task`, picklable); workers build the problem
 once per process from its :class:`~mixpe.sw.explore.problem.ProblemSpec`.
 
+The cache lives under ``cache_dir/<spec.key>`` (the key covers the problem, the evaluation
+semantics version and the energy table), so results of another problem are never reused.
+
 * ``workers=1`` and no scheduler: evaluate in this process;
 * ``workers=N`` (default: the CPU count): a local ``ProcessPoolExecutor`` (spawn context);
 * ``scheduler="tcp://HOST:PORT"``: a ``dask.distributed.Client`` on that scheduler (tasks
@@ -20,6 +23,7 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 import time
+from pathlib import Path
 
 from .problem import ProblemSpec, ResultCache, evaluate_task, get_problem
 from .space import Config
@@ -51,7 +55,7 @@ class Runner:
             raise ValueError(f"scheduler must be an address like tcp://HOST:PORT, not "
                              f"{scheduler!r}")
         self.spec = spec
-        self.cache = ResultCache(cache_dir)
+        self.cache = ResultCache(Path(cache_dir) / spec.key)
         self.workers = workers or os.cpu_count() or 1
         self.scheduler = scheduler
         self.progress = progress

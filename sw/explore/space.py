@@ -213,8 +213,7 @@ class Space:
     def __post_init__(self):
         if not (len(self.layer_names) == len(self.channels) == len(self.order)):
             raise ValueError("layer_names, channels and order must have one entry per layer")
-        for name, spec in self.w_formats.items():
-            _canon_format(spec)
+        self.w_formats = {name: _canon_format(spec) for name, spec in self.w_formats.items()}
         self.mults = tuple(_canon_mult(m) for m in self.mults)
         if not self.mults:
             raise ValueError("mults must list at least one multiplier spec")
@@ -253,17 +252,24 @@ class Space:
 
 def expand(space: Space, genes) -> Config:
     """The explicit Config of per-layer genes: the ``lo_frac`` least sensitive channels get
-    ``w_lo``, the ``approx_frac`` least sensitive filters get ``m_approx``."""
+    ``w_lo``, the ``approx_frac`` least sensitive filters get ``m_approx``. When ``w_hi`` and
+    ``w_lo`` both have ≤ 6 bits but different number types, ``w_lo`` is replaced by ``w_hi``
+    (a layer has one weight type list in the quant TOML)."""
     if len(genes) != space.n_layers:
         raise ValueError(f"genes: need {space.n_layers} layer genes, got {len(genes)}")
     layers = []
     for name, c, order, g in zip(space.layer_names, space.channels, space.order, genes):
         n_lo = int(round(g.lo_frac * c))
         n_ap = int(round(g.approx_frac * c))
-        wf = [space.w_formats[space.w_keys[g.w_hi]]] * c
+        hi = space.w_formats[space.w_keys[g.w_hi]]
+        lo = space.w_formats[space.w_keys[g.w_lo]]
+        fh, fl = number_format(hi), number_format(lo)
+        if fh.bits <= 6 and fl.bits <= 6 and type(fh) is not type(fl):
+            lo = hi  # one number type per layer below 7 bits (the quant TOML's rule)
+        wf = [hi] * c
         ms = [space.mults[g.m_base]] * c
         for ch in order[:n_lo]:
-            wf[ch] = space.w_formats[space.w_keys[g.w_lo]]
+            wf[ch] = lo
         for ch in order[:n_ap]:
             ms[ch] = space.mults[g.m_approx]
         layers.append(LayerQuant(name, tuple(wf), tuple(ms)))
