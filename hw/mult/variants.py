@@ -79,6 +79,8 @@ class VariantsMultiplier(wiring.Component):
         probes = [create(m) for m in cfg.members]  # built again in elaborate()
         for u in probes:
             u._MustUse__silence = True
+            if hasattr(u, "_core"):  # a decoded member's own core
+                u._core._MustUse__silence = True
         lat = {latency_of(u) for u in probes}
         if len(lat) != 1:
             self._MustUse__silence = True
