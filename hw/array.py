@@ -122,7 +122,6 @@ needed to evaluate them; ``sw/cyclemodel.py`` may copy them).
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import types
 
 from amaranth.hdl import ClockSignal, Instance, Module, Mux, ResetSignal, Shape, Signal, signed
