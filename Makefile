@@ -32,6 +32,19 @@ test: setup
 test-core: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q sim/test_core.py
 
+# Bitstreams of both boards with the YoWASP tools (they must fit and meet timing; minutes each),
+# then the board-flow tests that need a slow build (an ECP5 build that must miss timing).
+.PHONY: test-boards bench-board
+test-boards: setup
+	$(VENV)/bin/mixpe build --board icebreaker
+	$(VENV)/bin/mixpe build --board ulx3s
+	MIXPE_BOARD_TESTS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/test_boards.py
+
+# The simulated board: cycles per second with the driver attached, link efficiency.
+bench-board: setup
+	$(PY) -P bench/simboard.py
+	$(PY) -P bench/link.py
+
 demo: setup
 	$(VENV)/bin/mixpe demo
 

@@ -21,10 +21,10 @@ the UART rate, ``core_kw``, the C++ main and the Verilator version and flags; th
 lists the sha256 of every ``mixpe`` module the generation imported, and a cached model whose
 sources changed since is rebuilt.
 
-Stats: the binary prints ``STATS {json}`` on stdout for a ``stats`` line on its stdin, and
-``EXIT {json}`` when the host closes the connection: ``cycles``, ``wall_s``, ``blocked_s``,
-``cycles_per_s`` (cycles per unblocked wall second), bytes each way and framing errors.
-:class:`SimBoard` wraps this for Python (the benches and tests).
+Stats: with ``--stdin-commands`` the binary prints ``STATS {json}`` on stdout for a ``stats``
+line on its stdin; it prints ``EXIT {json}`` when the host closes the connection. Both carry
+``cycles``, ``wall_s``, ``blocked_s``, ``cycles_per_s`` (cycles per unblocked wall second),
+bytes each way and framing errors. :class:`SimBoard` wraps this for Python (benches, tests).
 """
 
 from __future__ import annotations
@@ -333,7 +333,8 @@ class SimBoard:
               log=None) -> "SimBoard":
         b = build_simboard(board, config=config, clocks_per_bit=clocks_per_bit, root=root,
                            log=log)
-        cmd = [str(b.binary), "--cpb", str(b.manifest["simboard"]["clocks_per_bit"])]
+        cmd = [str(b.binary), "--cpb", str(b.manifest["simboard"]["clocks_per_bit"]),
+               "--stdin-commands"]
         if batch:
             cmd += ["--batch", str(batch)]
         if idle_cycles is not None:

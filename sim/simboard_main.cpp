@@ -1,9 +1,10 @@
 // mixpe simulated board: a Verilated SoC top bridged to one TCP connection as a serial port.
 //
 // Built by sim/simboard.py (Verilator --cc --exe --build) around the module `simtop`, which
-// has ports clk, rx, tx and optionally `busy` (compile with -DMIXPE_HAS_BUSY): the SoC with a
-// power-on reset generated inside, so no top-level input but clk changes every cycle (an input
-// feeding the reset muxes would make Verilator re-evaluate them on both clock edges).
+// has ports clk, rx, tx and optionally `busy` (the SoC's `led_running`; compile with
+// -DMIXPE_HAS_BUSY): the SoC with a power-on reset generated inside, so no top-level input but
+// clk and rx ever changes (a reset input feeds every register's next-state mux, and Verilator
+// re-evaluates logic fed by top-level inputs on both clock edges: 25 % of the time).
 //
 // Protocol, all in C++ and at full model speed:
 //   * listens on 127.0.0.1:PORT (0 = any free port), prints "PORT <n>" on stdout and flushes,
@@ -12,12 +13,16 @@
 //     back to back (the full line rate); `tx` is deserialized (start-bit edge, middle-of-bit
 //     sampling, as a UART receiver does) into bytes sent back on the socket;
 //   * the socket is polled (non-blocking) every BATCH cycles;
-//   * when nothing is in flight on either line, the host has sent nothing new and the design
-//     is idle (`busy` low, or, without a busy port, the link silent for --idle-cycles), the
-//     process blocks in poll() until the host sends (no simulated time passes while blocked);
-//   * stdin takes commands, one per line: "stats" prints a "STATS {json}" line on stdout
-//     (cycles, wall and blocked seconds, bytes each way, framing errors).
+//   * when nothing is in flight on either line, nothing was sent or received for --idle-cycles
+//     (2^16 by default with a busy port: longer than any silent stretch of the link engine) and
+//     `busy` is low, the process blocks in poll() until the host sends (no simulated time
+//     passes while blocked); without a busy port it only sleeps 10 ms per batch after 2^22
+//     silent cycles (a long silent computation is slowed, never stopped);
+//   * with --stdin-commands, stdin takes commands, one per line: "stats" prints a
+//     "STATS {json}" line on stdout (cycles, wall and blocked seconds, bytes each way, framing
+//     errors); the same line, tagged EXIT, is printed when the connection closes.
 // Usage: Vsimtop --cpb N [--port P] [--batch B] [--idle-cycles C] [--max-cycles M]
+//                [--stdin-commands]
 #include "Vsimtop.h"
 #include "verilated.h"
 
@@ -69,6 +74,12 @@ long arg_long(int argc, char** argv, const char* name, long dflt) {
     for (int i = 1; i + 1 < argc; i++)
         if (std::strcmp(argv[i], name) == 0) return std::strtol(argv[i + 1], nullptr, 0);
     return dflt;
+}
+
+bool has_flag(int argc, char** argv, const char* name) {
+    for (int i = 1; i < argc; i++)
+        if (std::strcmp(argv[i], name) == 0) return true;
+    return false;
 }
 
 }  // namespace
@@ -129,8 +140,8 @@ int main(int argc, char** argv) {
     }
     setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK);
-    bool stdin_open = true;
-    fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+    bool stdin_open = has_flag(argc, argv, "--stdin-commands");
+    if (stdin_open) fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
     st.t0 = Clock::now();  // rate counts from the connection on
     uint64_t cycles_at_connect = st.cycles;
     (void)cycles_at_connect;
