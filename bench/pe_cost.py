@@ -360,7 +360,7 @@ def goals(rows: list[Item], results, errs) -> list[tuple[str, bool | None, str]]
         better = [o for o in rows if o.kind == "mult" and o.family == it.family
                   and o.baseline == it.baseline and not o.composable and o.ident != it.ident
                   and lut(results, o.ident) is not None
-                  and errs[o.ident]["mred"] < errs[it.ident]["mred"]
+                  and errs[o.ident]["mred"] <= errs[it.ident]["mred"]
                   and lut(results, o.ident) < lut(results, it.ident)]
         if better:
             o = min(better, key=lambda o: lut(results, o.ident))
@@ -368,7 +368,8 @@ def goals(rows: list[Item], results, errs) -> list[tuple[str, bool | None, str]]
                             f"{100 * errs[it.ident]['mred']:.2f} %) by {o.ident} "
                             f"({lut(results, o.ident)}, {100 * errs[o.ident]['mred']:.2f} %)")
     if undercut:
-        details.append("off-ladder rows undercut by a more accurate row: " + "; ".join(undercut))
+        details.append("off-ladder rows undercut (fewer LUT4 at no higher MRED): " +
+                       "; ".join(undercut))
     out.append(("monotone LUT savings along each family's approximation ladder",
                 verdict if details else None, " | ".join(details) or "not measured"))
 
