@@ -146,6 +146,15 @@ def _encodable(fmt, values: torch.Tensor) -> bool:
 
 
 _VARIANT_CACHE: dict = {}
+_PE_MULTS: dict = {}
+
+
+def _pe_mults(cfg: CoreConfig) -> list:
+    """``[pe.multiplier for pe in cfg.array.pe_configs]``, cached per configuration."""
+    key = cfg.hash
+    if key not in _PE_MULTS:
+        _PE_MULTS[key] = [p.multiplier for p in cfg.array.pe_configs]
+    return _PE_MULTS[key]
 
 
 def resolve_variants(n: IntNode, cfg: CoreConfig) -> list[int]:
@@ -173,8 +182,9 @@ def resolve_variants(n: IntNode, cfg: CoreConfig) -> list[int]:
             except ValueError:
                 pass
         found = None
+        mults = _pe_mults(cfg)
         for i in order:
-            mv = arr.pe_configs[i].multiplier
+            mv = mults[i]
             if not (_encodable(mv.a_format, avals) and _encodable(mv.b_format, bvals)):
                 continue
             if torch.equal(mv.mul(avals[:, None], bvals[None, :]), want):
@@ -199,7 +209,7 @@ def lower_layer(n: IntNode, x: torch.Tensor, cfg: CoreConfig, *, read_counters: 
                          f"({n.overflow}); the core in {arr.acc_bits} bits "
                          f"({arr.pe.overflow}); set acc_bits/overflow in the quant config")
     variants = resolve_variants(n, cfg)
-    pes = [arr.pe_configs[v].multiplier for v in variants]
+    pes = [_pe_mults(cfg)[v] for v in variants]
     x = as_int64(x)
     a_codes = pes[0].a_format.encode(x)
     for m in pes[1:]:
