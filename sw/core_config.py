@@ -271,13 +271,13 @@ class ArrayConfig:
         >>> arr = CORE_PRESETS["ulx3s-8x8-mixed"].array
         >>> arr.variant_index(mult="roup:n=8,p=1,r=4")
         3
-        >>> arr.variant_index(mult="exact:nb=3", a_format="int:bits=8,signed=1",
+        >>> arr.variant_index(mult="exact", a_format="int:bits=8,signed=1",
         ...                   b_format="flint:bits=4,signed=1")
         1
         >>> arr.variant_index(mult="exact:n=4")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: mult='exact:n=4', ... names no variant; available: 0: exact, 1: exact:nb=3 ...
+        ValueError: mult='exact:n=4', ... names no variant; available: 0: exact, 1: exact a=int...
         """
         try:
             want = PEConfig(mult=mult, a_format=a_format, b_format=b_format)
@@ -540,9 +540,11 @@ _TINY = dataclasses.replace(
 #:   for 100 MHz on the ECP5-85F (208 EBRs of 18 Kbit; ~0.9 Mbit of memories used).
 #: * ``ulx3s-8x8-mixed``: ``ulx3s-8x8`` with per-column run-time variants (the PRELOAD select,
 #:   ``variant_map`` of the compiler, :meth:`ArrayConfig.variant_index`): 0 = int8 × int8
-#:   exact, 1 = int8 × flint4 weights (ANT, signed; ``exact:nb=3`` on the mantissas plus a
+#:   exact, 1 = int8 × flint4 weights (ANT, signed: decoded to a mantissa in [-3, 3] and a
 #:   shift), 2 = int8 × int4 weights, 3 = int8 × int8 ROUP ``p=1, r=4`` (approximate). The
 #:   4-bit weight codes sit zero-extended in the 8-bit weight port (code-width rule).
+#:   Variants 0–2 name the same core (``exact``), so each PE builds one 8×8 multiplier for
+#:   them (operands multiplexed before it, ``hw/mult/variants.py``) plus the ROUP unit.
 CORE_PRESETS: dict[str, CoreConfig] = {
     "tiny-2x2": _TINY,
     "ice40-4x4": dataclasses.replace(
@@ -565,8 +567,8 @@ CORE_PRESETS: dict[str, CoreConfig] = {
 CORE_PRESETS["ulx3s-8x8-mixed"] = dataclasses.replace(
     CORE_PRESETS["ulx3s-8x8"],
     array=dataclasses.replace(CORE_PRESETS["ulx3s-8x8"].array, variants=(
-        "exact:nb=3 a=int:bits=8,signed=1 b=flint:bits=4,signed=1",
-        "exact:nb=4 a=int:bits=8,signed=1 b=int:bits=4,signed=1",
+        "exact a=int:bits=8,signed=1 b=flint:bits=4,signed=1",
+        "exact a=int:bits=8,signed=1 b=int:bits=4,signed=1",
         "roup:p=1,r=4",
     )),
 )

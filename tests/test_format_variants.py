@@ -139,12 +139,12 @@ def test_variant_index():
     arr = MIXED.array
     assert arr.variant_index(mult="exact") == 0
     assert arr.variant_index(mult="exact:n=8,sa=1") == 0  # compared canonically
-    assert arr.variant_index(mult="exact:nb=3", a_format="int:bits=8,signed=1",
+    assert arr.variant_index(mult="exact", a_format="int:bits=8,signed=1",
                              b_format="flint:signed=1") == 1
-    assert arr.variant_index(mult="exact:nb=4", a_format="int:signed=1,bits=8",
+    assert arr.variant_index(mult="exact:n=8", a_format="int:signed=1,bits=8",
                              b_format="int:bits=4,signed=1") == 2
     assert arr.variant_index(mult="roup:p=1,r=4") == 3
-    with pytest.raises(ValueError, match="available: 0: exact, 1: exact:nb=3 a=int:bits=8,"
+    with pytest.raises(ValueError, match="available: 0: exact, 1: exact a=int:bits=8,"
                                          "signed=1 b=flint:signed=1, 2: .*3: roup:p=1,r=4"):
         arr.variant_index(mult="exact:nb=4", a_format="int:bits=8,signed=1",
                           b_format="flint:signed=1")

@@ -81,6 +81,35 @@ def test_unit_every_4bit_weight_code_and_activation():
     assert torch.equal(want[narrow], f4.mul_codes(t[narrow, 0], t[narrow, 1] & 15))
 
 
+def test_unit_shares_one_core_per_core_spec():
+    """The preset's int8, int4 and flint4 variants name the core ``exact``: one multiplier
+    with multiplexed operands; ROUP keeps its own unit."""
+    from amaranth.back import rtlil
+
+    unit = create(MIXED.array.array_pe.core)
+    assert unit.core_groups() == [(0, 1, 2), (3,)]
+    text = rtlil.convert(unit)
+    assert "shared_0_1_2" in text and "variant_3" in text and "variant_1" not in text
+
+
+def test_unit_separate_decoded_cores():
+    """Members with distinct cores (8×3 and 8×4 exact multipliers on the mantissas) each
+    build a ``DecodedMultiplierComponent``: all 256 × 16 codes, garbage high weight bits."""
+    spec = ("variants:of=roup:p=1;r=4|exact:nb=3 a=int:bits=8;signed=1 b=flint:signed=1|"
+            "exact:nb=4 a=int:bits=8;signed=1 b=pot:signed=1")
+    from mixpe.sw.mult import multiplier
+
+    cfg = multiplier(spec)
+    unit = create(cfg)
+    assert unit.core_groups() == [(0,), (1,), (2,)]
+    rnd = random.Random(16)
+    vecs = [(a, b | (rnd.getrandbits(4) << 4), s) for s in (1, 2) for a in range(256)
+            for b in range(16)]
+    vecs += [(rnd.getrandbits(8), rnd.getrandbits(8), 0) for _ in range(500)]
+    t = torch.tensor(vecs)
+    assert run_unit(unit, vecs) == cfg.mul_sel_codes(t[:, 0], t[:, 1], t[:, 2]).tolist()
+
+
 # -- the PE ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("pipeline, overflow, acc_bits", [(0, "wrap", 15), (1, "saturate", 17)])
@@ -148,11 +177,11 @@ def test_array_ws_format_variants_per_column():
 def test_core_gemm_every_variant_small_array():
     cfg = small_mixed(rows=2, cols=4, acc_bits=20)
     arr = cfg.array
-    vm = torch.tensor([arr.variant_index(mult="exact:nb=3", a_format="int:bits=8,signed=1",
+    vm = torch.tensor([arr.variant_index(mult="exact", a_format="int:bits=8,signed=1",
                                          b_format="flint:bits=4,signed=1"),
                        arr.variant_index(mult="roup:p=1,r=4"),
                        arr.variant_index(mult="exact"),
-                       arr.variant_index(mult="exact:nb=4", a_format="int:bits=8,signed=1",
+                       arr.variant_index(mult="exact", a_format="int:bits=8,signed=1",
                                          b_format="int:bits=4,signed=1"),
                        1])
     assert vm.tolist() == [1, 3, 0, 2, 1]

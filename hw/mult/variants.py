@@ -106,26 +106,94 @@ class VariantsMultiplier(wiring.Component):
         """The sw twin (validated, frozen)."""
         return self._config
 
+    def core_groups(self) -> list[tuple[int, ...]]:
+        """Member indices grouped by core multiplier spec: a group of several members shares
+        one core (see :meth:`elaborate`), a single member keeps its own unit."""
+        groups: dict[str, list[int]] = {}
+        for i, mem in enumerate(self._config.members):
+            groups.setdefault(_core_of(mem).spec, []).append(i)
+        return [tuple(g) for g in groups.values()]
+
     def elaborate(self, platform):
         from . import create
 
         m = Module()
-        members = [create(spec) for spec in self._config.members]
+        cfg = self._config
+        sel_in = self.sel
         sel = self.sel
         for i in range(self.latency):  # align sel with the members' products
             reg = Signal.like(self.sel, name=f"sel_d{i}")
             m.d.sync += reg.eq(sel)
             sel = reg
-        last = len(members) - 1
-        with m.Switch(sel):
-            for i, unit in enumerate(members):
+        products = {}
+        for group in self.core_groups():
+            if len(group) == 1:
+                (i,) = group
+                unit = create(cfg.members[i])
                 m.submodules[f"variant_{i}"] = unit
                 # code-width rule: a member reads the low bits of its own code width
                 m.d.comb += [unit.a.eq(self.a[:len(unit.a)]), unit.b.eq(self.b[:len(unit.b)])]
-                if i < last:
-                    with m.Case(i):
-                        m.d.comb += self.p.eq(unit.p)
-                else:
-                    with m.Default():
-                        m.d.comb += self.p.eq(unit.p)
+                products[i] = unit.p
+            else:
+                p = self._shared(m, group, sel_in)
+                for i in group:
+                    products[i] = p
+        last = len(cfg.members) - 1
+        with m.Switch(sel):
+            for i in range(last + 1):
+                with (m.Case(i) if i < last else m.Default()):
+                    m.d.comb += self.p.eq(products[i])
         return m
+
+    def _shared(self, m: Module, group, sel):
+        """One core for the members ``group`` (same core spec): the operand codes (a plain
+        member's port bits, or a decoded member's mantissas) and the shift ``e_a + e_b`` are
+        multiplexed by ``sel`` *before* the core, so ``core(m_a, m_b) << (e_a + e_b)`` is
+        computed once instead of once per member (e.g. int8 × int8, int8 × int4 and
+        int8 × flint4 on one 8×8 multiplier, one DSP)."""
+        from mixpe.hw.formats import decoder, mantissa_code
+
+        from . import create
+
+        cfg = self._config
+        core_cfg = _core_of(cfg.members[group[0]])
+        name = "shared_" + "_".join(str(i) for i in group)
+        core = create(core_cfg)
+        m.submodules[name] = core
+        e_max = max((mem.a_format.e_max + mem.b_format.e_max if _is_decoded(mem) else 0)
+                    for mem in (cfg.members[i] for i in group))
+        shift = Signal(range(e_max + 1), name=f"{name}_shift")
+        ops = []
+        for i in group:
+            mem = cfg.members[i]
+            a_code = self.a[:mem.a_format.bits]
+            b_code = self.b[:mem.b_format.bits]
+            if _is_decoded(mem):
+                m.submodules[f"dec_a_{i}"] = dec_a = decoder(mem.a_format)
+                m.submodules[f"dec_b_{i}"] = dec_b = decoder(mem.b_format)
+                m.d.comb += [dec_a.code.eq(a_code), dec_b.code.eq(b_code)]
+                ops.append((mantissa_code(dec_a.m, core_cfg.a_format),
+                            mantissa_code(dec_b.m, core_cfg.b_format), dec_a.e + dec_b.e))
+            else:
+                ops.append((a_code, b_code, 0))
+        with m.Switch(sel):
+            for j, (i, (a, b, e)) in enumerate(zip(group, ops)):
+                # sel values of other groups do not matter here (their product is not taken)
+                with (m.Case(i) if j < len(group) - 1 else m.Default()):
+                    m.d.comb += [core.a.eq(a), core.b.eq(b), shift.eq(e)]
+        for i in range(latency_of(core)):  # a pipelined core: delay the shift alike
+            reg = Signal.like(shift, name=f"{name}_shift_d{i}")
+            m.d.sync += reg.eq(shift)
+            shift = reg
+        return core.p << shift
+
+
+def _is_decoded(mem) -> bool:
+    from mixpe.sw.mult.decoded import DecodedMultiplier
+
+    return isinstance(mem, DecodedMultiplier)
+
+
+def _core_of(mem):
+    """The core multiplier of a member (itself when it decodes no formats)."""
+    return mem.core if _is_decoded(mem) else mem
