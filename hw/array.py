@@ -779,8 +779,10 @@ class SystolicArray(_ArrayBase):
         Every PE's configuration.
     dataflow : ``"ws"`` or ``"os"``
     variants : tuple of str
-        Extra multiplier specs selectable per column at run time (variant 0 is ``pe.mult``);
-        the PE then hosts :class:`mixpe.hw.mult.variants.VariantsMultiplier`.
+        Extra variants selectable per column at run time (variant 0 is ``pe``): multiplier
+        specs, or ``'<mult> a=<format> b=<format>'`` variants with their own operand formats
+        (``ArrayConfig.variants``); the PE then hosts
+        :class:`mixpe.hw.mult.variants.VariantsMultiplier` (``ArrayConfig.array_pe``).
     tile_rows, tile_cols : int
         PEs per combinational :class:`Tile` (must divide ``rows``/``cols``).
     tag_bits : int

@@ -146,10 +146,16 @@ class ArrayConfig:
     dataflow : str
         ``"ws"`` (weight-stationary, the compiler's primary target) or ``"os"``.
     variants : tuple of str
-        Extra multiplier specs each column can select at run time (per weight tile, the
-        ``sel`` of PRELOAD); variant 0 is ``pe.mult``, variant ``i + 1`` is ``variants[i]``.
-        Each must give a PE with the same operand port widths and precision modes as ``pe``
-        (with formats, a variant replaces the *core* multiplier). At most ``MAX_VARIANTS``.
+        Extra variants each column can select at run time (per weight tile, the ``sel`` of
+        PRELOAD); variant 0 is ``pe``, variant ``i + 1`` is ``variants[i]``. At most
+        ``MAX_VARIANTS``. An entry is either a plain multiplier spec, which replaces the
+        (core) multiplier and must keep ``pe``'s operand port widths and precision modes, or
+        a variant with its own operand formats, ``'<mult spec> a=<format spec> b=<format
+        spec>'`` (a dict ``{"mult", "a_format", "b_format"}`` is accepted; stored canonical
+        as that string), e.g. int8 activations × flint4 weights. Format variants may have
+        other code widths: the ports are as wide as the widest code and a variant reads the
+        low bits of its own width (:attr:`array_pe`, :meth:`variant_code_bits`,
+        :meth:`variant_index`).
 
     Examples
     --------
