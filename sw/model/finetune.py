@@ -43,7 +43,7 @@ def _weight_fq(w, node):
     for spec in sorted(set(specs)):
         idx = torch.tensor([i for i, s in enumerate(specs) if s == spec])
         fmt = number_format(spec)
-        gmax = float(fmt.grid().abs().max())
+        gmax = float(fmt.grid().max())  # ANT: scale = alpha / max(grid)
         alpha = (node.s_w[idx] * gmax).to(torch.float32)[:, None]
         codes = fmt.quantize(rows[idx].detach(), alpha)
         v = fmt.values()[codes]

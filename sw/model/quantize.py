@@ -235,7 +235,7 @@ def quantize_weights(w: torch.Tensor, bits, types) -> tuple[torch.Tensor, torch.
         alpha = r.alpha
         codes = fmt.quantize(sub, alpha)
         values[idx] = fmt.values()[codes]
-        gmax = float(fmt.grid().abs().max())
+        gmax = float(fmt.grid().max())  # ANT: scale = alpha / max(grid)
         sw = alpha.reshape(-1).to(torch.float64) / gmax
         s_w[idx] = torch.where(sw > 0, sw, torch.ones_like(sw))
         for i in idx.tolist():
