@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Board", "BOARDS", "SIM_BOARDS", "DEFAULT_BOARD", "get_board", "sim_board_config"]
+__all__ = ["Board", "BOARDS", "SIM_BOARDS", "DEFAULT_BOARD", "get_board", "sim_board_config",
+           "resolve_core_kw"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class Board:
     preset : str
         Key of ``CORE_PRESETS``: the core the board carries by default.
     core_kw : dict
-        Build options of ``AcceleratorCore`` (timing only, not results).
+        Build options of ``AcceleratorCore`` (timing only, not results); the value ``"cols"``
+        stands for the config's ``array.cols`` (see :func:`resolve_core_kw`).
     clock_resource, clock_hz : str, int
         The board oscillator; the core clock ``host.clk_hz`` is derived from it (a PLL on
         ECP5 when they differ).
@@ -96,7 +98,7 @@ BOARDS: dict[str, Board] = {
         family="ice40",
         preset="ice40-4x4",
         # the UP5K has 8 DSPs and no room for 4 parallel requantizers (bench/core_fit.py)
-        core_kw={"requant": "serial", "tile_cols": 4},
+        core_kw={"requant": "serial", "tile_cols": "cols"},
         clock_resource="clk12",
         clock_hz=12_000_000,
         bitstream="bin",
@@ -132,6 +134,17 @@ SIM_BOARDS: dict[str, tuple[str, dict]] = {
 }
 
 
+def resolve_core_kw(core_kw: dict, config) -> dict:
+    """``core_kw`` with ``"cols"``/``"rows"`` values replaced by the config's array size.
+
+    >>> from mixpe.sw.core_config import CORE_PRESETS
+    >>> resolve_core_kw({"tile_cols": "cols"}, CORE_PRESETS["tiny-2x2"])
+    {'tile_cols': 2}
+    """
+    dims = {"cols": config.array.cols, "rows": config.array.rows}
+    return {k: dims.get(v, v) if isinstance(v, str) else v for k, v in core_kw.items()}
+
+
 def get_board(name) -> Board:
     """The :class:`Board` called ``name``; ``ValueError`` listing the boards otherwise."""
     if name not in BOARDS:
@@ -152,4 +165,5 @@ def sim_board_config(name, config=None):
     if name not in SIM_BOARDS:
         raise ValueError(f"board must be one of {', '.join(sorted(SIM_BOARDS))}, not {name!r}")
     preset, core_kw = SIM_BOARDS[name]
-    return (config if config is not None else CORE_PRESETS[preset]), dict(core_kw)
+    cfg = config if config is not None else CORE_PRESETS[preset]
+    return cfg, resolve_core_kw(core_kw, cfg)

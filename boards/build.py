@@ -42,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import BOARDS, Board, get_board
+from . import BOARDS, Board, get_board, resolve_core_kw
 
 __all__ = [
     "BoardBuildError",
@@ -69,9 +69,12 @@ TOOL_ENV = {
 
 #: The coarse part of ``synth_ice40`` for the core, as in ``bench/core_fit.py``: drop the
 #: instruction memory's all-zero init (the host writes it before a run; SPRAM has no init) and
-#: map it to SPRAM, give the SB_MAC16 to PE rows 0-1, Booth LUT multipliers elsewhere.
+#: map it to SPRAM, give the SB_MAC16 to PE rows 0-1, Booth LUT multipliers elsewhere. Cells
+#: of Amaranth's RTLIL are unnamed (``$200``), so the init cell is found by its ``MEMID``
+#: (``bench/core_fit.py`` reads Verilog, where the name holds it); flattened multipliers keep
+#: their hierarchy (``…tile_0_0.pe_0_1.core.$1``) in the name.
 ICE40_COARSE = """
-delete t:$meminit_v2 c:*imem* %i
+delete t:$meminit_v2 r:MEMID=*imem* %i
 opt_expr
 check
 opt_clean
@@ -302,7 +305,7 @@ def build_board(board: str = "ulx3s", *, config=None, clk_hz: int | None = None,
             "soc": soc,
             "config": json.loads(cfg.to_json()),
             "config_hash": cfg.hash,
-            "core_kw": b.core_kw,
+            "core_kw": resolve_core_kw(b.core_kw, cfg),
             "clock": {"board_hz": b.clock_hz, "core_hz": top.clk_hz,
                       "pll": top.pll},
             "uart": {"baud": cfg.host.baud, "clocks_per_bit": top.clocks_per_bit,

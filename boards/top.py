@@ -26,7 +26,7 @@ from amaranth import ClockDomain, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
-from . import Board
+from . import Board, resolve_core_kw
 
 __all__ = ["BoardTop", "ecp5_pll_params", "make_soc"]
 
@@ -100,7 +100,7 @@ class BoardTop(Elaboratable):
         self._board = board
         self._config = config
         self._soc_kind = soc
-        self._core_kw = dict(board.core_kw if core_kw is None else core_kw)
+        self._core_kw = resolve_core_kw(board.core_kw if core_kw is None else core_kw, config)
         clk_hz = config.host.clk_hz
         self._pll = None
         if clk_hz != board.clock_hz:
