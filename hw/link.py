@@ -690,7 +690,11 @@ class _LinkCore(wiring.Component):
 
 
 class LinkSimulation(Transport):
-    """An in-process simulated board on Amaranth's simulator, at byte level (no UART).
+    """An in-process simulated board on Amaranth's simulator.
+
+    At byte level by default (HostLink + core, one byte per cycle); with ``uart_divisor``
+    the whole :class:`~mixpe.hw.soc.AcceleratorSoC` behind a host-side UART pair, at the
+    real line rate ``clk_hz / (10 · uart_divisor)`` bytes per second (``line_rate``).
 
     ``write(data)`` queues host bytes (one enters the link per cycle while it takes them);
     ``read(n, timeout)`` runs the simulation until ``n`` response bytes are there or
@@ -701,13 +705,20 @@ class LinkSimulation(Transport):
     """
 
     def __init__(self, config: CoreConfig, *, clk_hz: float = 1e6, gap: int = 0,
-                 core_kw=None, link_kw=None):
+                 uart_divisor: int | None = None, core_kw=None, link_kw=None):
         from collections import deque
 
         from amaranth.sim import Simulator
         link_kw = dict(link_kw or {})
-        link_kw.setdefault("timeout_cycles", 2000)
-        self.dut = _LinkCore(config, core_kw=core_kw, link_kw=link_kw)
+        if uart_divisor is None:
+            link_kw.setdefault("timeout_cycles", 2000)
+            self.dut = _LinkCore(config, core_kw=core_kw, link_kw=link_kw)
+            self.line_rate = None
+        else:
+            from .soc import _UARTHost
+            self.dut = _UARTHost(config, clocks_per_bit=uart_divisor, core_kw=core_kw,
+                                 link_kw=link_kw)
+            self.line_rate = clk_hz / (10 * uart_divisor)
         self.config = config
         self.clk_hz = clk_hz
         self.gap = gap

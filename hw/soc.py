@@ -1,8 +1,8 @@
 """The top a board (or the simulated board) instantiates: UART + frame engine + core."""
 
 from amaranth import *
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out, connect
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out, connect, flipped
 
 from ..sw.core_config import CoreConfig
 from .core import AcceleratorCore
@@ -114,4 +114,26 @@ class AcceleratorSoC(wiring.Component):
         with m.Elif(stretch != 0):
             m.d.sync += stretch.eq(stretch - 1)
         m.d.comb += self.led_error.eq(stretch != 0)
+        return m
+
+
+class _UARTHost(wiring.Component):
+    """An AcceleratorSoC with a host-side UART pair: byte streams in and out (tests)."""
+
+    def __init__(self, config: CoreConfig, *, clocks_per_bit: int, **kw):
+        self.soc = AcceleratorSoC(config, clocks_per_bit=clocks_per_bit, **kw)
+        self.link = self.soc.link
+        self.core = self.soc.core
+        self.h_tx = UARTTx(divisor=clocks_per_bit)
+        self.h_rx = UARTRx(divisor=clocks_per_bit, fifo_depth=16)
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.soc = soc = self.soc
+        m.submodules.h_tx = h_tx = self.h_tx
+        m.submodules.h_rx = h_rx = self.h_rx
+        connect(m, flipped(self.rx), h_tx.i_stream)
+        connect(m, h_rx.o_stream, flipped(self.tx))
+        m.d.comb += [soc.rx.eq(h_tx.tx), h_rx.rx.eq(soc.tx)]
         return m

@@ -440,6 +440,15 @@ class Accelerator:
         mp = getattr(self, "info", None)
         max_payload = mp.max_payload if mp else 0xFFFF
 
+        line_rate = getattr(self.t, "line_rate", None)
+        head_since = self._clock()
+
+        def head_wait():
+            # the head frame may still be on the wire behind its predecessors' bytes
+            if order and line_rate:
+                return self.timeout + inflight[order[0]][1] / line_rate
+            return self.timeout
+
         def resend(i):
             tries[i] += 1
             self.stats.retries += 1
@@ -462,9 +471,11 @@ class Accelerator:
                 self.t.write(frame)
                 self.stats.frames += 1
                 self.stats.bytes_out += len(frame)
-                inflight[seq] = (i, self._clock())
+                inflight[seq] = (i, len(frame))
+                if not order:
+                    head_since = self._clock()
                 order.append(seq)
-            data = self._read_some(self.timeout)
+            data = self._read_some(head_wait())
             if not data:
                 # nothing within the timeout: everything in flight is lost
                 self.stats.timeouts += 1
@@ -483,6 +494,7 @@ class Accelerator:
                     i, _ = inflight.pop(lost)
                     resend(i)
                 order.pop(0)
+                head_since = self._clock()
                 i, _ = inflight.pop(r.seq)
                 if r.status == P.Status.OK and (check is None or check(i, r)):
                     results[i] = r
@@ -499,8 +511,7 @@ class Accelerator:
                         f"{P.Opcode(requests[i][0]).name}: the board answered "
                         f"{P.Status(r.status).name if r.status in list(P.Status) else r.status}",
                         r.status)
-            now = self._clock()
-            if order and now - inflight[order[0]][1] > self.timeout:
+            if order and self._clock() - head_since > head_wait():
                 self.stats.timeouts += 1
                 for seq in list(order):
                     i, _ = inflight.pop(seq)
