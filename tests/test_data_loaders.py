@@ -4,7 +4,6 @@ import gzip
 
 import pytest
 import torch
-
 from mixpe.sw.data import (
     DIGITS_SPLIT,
     load_cifar10,
@@ -25,8 +24,8 @@ def test_digits_split_fixed():
     # every label present in both halves, no image shared by index
     assert set(d.y_test.tolist()) == set(range(10))
     # deterministic: the sklearn order permuted by RandomState(0)
-    from sklearn.datasets import load_digits as sk
     import numpy as np
+    from sklearn.datasets import load_digits as sk
     perm = np.random.RandomState(0).permutation(1797)
     assert torch.equal(d.y_test, torch.tensor(sk().target[perm[1437:]]))
 

@@ -5,7 +5,6 @@ import dataclasses
 
 import pytest
 import torch
-
 from mixpe.sw import emulate
 from mixpe.sw.core_config import CORE_PRESETS
 from mixpe.sw.data import load_digits
@@ -177,3 +176,18 @@ def test_finetune_improves_low_precision(model, digits):
     g2, ig, _ = finetune(model, g, cfg, digits, progress=False)
     after = _int_acc(ig, digits)
     assert after > before + 0.03, (before, after)
+
+
+def test_accelerator_executor_through_driver(model, graph, digits):
+    """The driver (model transport of the board core) runs the lowered programs."""
+    driver = pytest.importorskip("mixpe.sw.driver")
+    from mixpe.sw.model import AcceleratorExecutor
+
+    ig = quantize(graph, load_config("int8"), digits.x_train)
+    acc = driver.connect("model://ulx3s-8x8", config=BOARD)
+    ex = AcceleratorExecutor(acc)
+    assert ex.cfg == BOARD
+    res = compare(model, ig, [ReferenceExecutor(), ex], digits.x_test[:4], digits.y_test[:4])
+    assert res.bit_exact and res.first_mismatch["accelerator"] is None
+    assert set(ex.programs) == {"conv1", "conv2", "fc"}
+    assert all(c > 0 for c in res.cycles["accelerator"].values())

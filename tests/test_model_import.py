@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-from torch import nn
-
 from mixpe.sw.model import import_model
 from mixpe.sw.models import build_model
+from torch import nn
 
 
 def _randomize_bn(model):

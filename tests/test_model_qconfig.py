@@ -1,7 +1,6 @@
 """Quant config TOML: round trip, shipped configs, validation errors, layer lookup."""
 
 import pytest
-
 from mixpe.sw.model import QuantConfig, config_path, load_config
 from mixpe.sw.model.qconfig import CONFIG_DIR, LayerQuant
 

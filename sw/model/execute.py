@@ -28,7 +28,6 @@ against the first executor, the first mismatch and cycles.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -242,14 +241,18 @@ def lower_layer(n: IntNode, x: torch.Tensor, cfg: CoreConfig, *, read_counters: 
 
 class AcceleratorExecutor:
     """Runs the compute layers on an accelerator: ``runner.run_program(program)`` must return
-    ``(o_words, counters)`` (counters: a dict, may be empty). Per-layer programs, cycles and
+    ``(o_words, counters)`` (counters: a dict, may be empty), as
+    :meth:`mixpe.sw.driver.Accelerator.run_program` does (its ``run_cycles`` become
+    ``cycles``). ``cfg`` defaults to ``runner.config``. Per-layer programs, cycles and
     counters are kept in :attr:`programs` and :attr:`counters`."""
 
     name = "accelerator"
 
-    def __init__(self, runner, cfg: CoreConfig):
+    def __init__(self, runner, cfg: CoreConfig | None = None):
         if not hasattr(runner, "run_program"):
             raise ValueError("runner must have a run_program(program) method")
+        if cfg is None:
+            cfg = getattr(runner, "config", None)
         if not isinstance(cfg, CoreConfig):
             raise ValueError(f"cfg must be a CoreConfig, not {type(cfg).__name__}")
         self.runner = runner
@@ -275,6 +278,8 @@ class AcceleratorExecutor:
             cnt.setdefault("predicted_cycles", int(predict_cycles(prog, self.cfg)["total"]))
         except Exception as e:  # noqa: BLE001  (the prediction is informative only)
             cnt.setdefault("predicted_cycles_error", str(e))
+        if cnt.get("run_cycles"):  # sw/driver.py: the link's count of cycles the core ran
+            cnt.setdefault("cycles", int(cnt["run_cycles"]))
         cnt.setdefault("instructions", len(prog.instructions))
         cnt.setdefault("macs_useful", prog.info.get("macs"))
         self.programs[n.name] = prog
@@ -397,5 +402,3 @@ def _unravel(flat: int, shape: tuple):
         flat //= d
     return tuple(reversed(out))
 
-
-del math

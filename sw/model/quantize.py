@@ -27,7 +27,6 @@ Host ops (exact integer semantics, run on the host between accelerator layers)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
