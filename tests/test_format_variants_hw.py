@@ -110,6 +110,27 @@ def test_unit_separate_decoded_cores():
     assert run_unit(unit, vecs) == cfg.mul_sel_codes(t[:, 0], t[:, 1], t[:, 2]).tolist()
 
 
+def test_unit_shared_cores_with_shifter_and_approximate_core():
+    """Shared groups where the value cannot enter the core: flint6 values up to 256 do not fit
+    the int8 port (mantissa, then the shift after the core), and an approximate ROUP core
+    (``roup(m << e, b) != roup(m, b) << e``). Exhaustive over the narrow weight codes."""
+    from mixpe.sw.mult import multiplier
+
+    spec = ("variants:of=exact|roup:p=1;r=4|exact a=int:bits=8;signed=1 b=flint:bits=6;signed=1"
+            "|roup:p=1;r=4 a=int:bits=8;signed=1 b=flint:signed=1")
+    cfg = multiplier(spec)
+    unit = create(cfg)
+    assert unit.core_groups() == [(0, 2), (1, 3)]
+    rnd = random.Random(17)
+    vecs = [(a, b | (rnd.getrandbits(2) << 6), 2) for a in range(256) for b in range(64)]
+    vecs += [(a, b | (rnd.getrandbits(4) << 4), 3) for a in range(256) for b in range(16)]
+    vecs += [(rnd.getrandbits(8), rnd.getrandbits(8), s) for s in (0, 1) for _ in range(500)]
+    t = torch.tensor(vecs)
+    want = cfg.mul_sel_codes(t[:, 0], t[:, 1], t[:, 2])
+    assert int(want.abs().max()) > 127 * 128  # flint6 products beyond the int8 × int8 range
+    assert run_unit(unit, vecs) == want.tolist()
+
+
 # -- the PE ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("pipeline, overflow, acc_bits", [(0, "wrap", 15), (1, "saturate", 17)])

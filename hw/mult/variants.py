@@ -150,7 +150,9 @@ class VariantsMultiplier(wiring.Component):
         member's port bits, or a decoded member's mantissas) and the shift ``e_a + e_b`` are
         multiplexed by ``sel`` *before* the core, so ``core(m_a, m_b) << (e_a + e_b)`` is
         computed once instead of once per member (e.g. int8 × int8, int8 × int4 and
-        int8 × flint4 on one 8×8 multiplier, one DSP)."""
+        int8 × flint4 on one 8×8 multiplier, one DSP). With an ``exact`` core, an operand
+        whose values all fit the core port enters as its value ``m << e`` (:func:`_preshift`),
+        so no shifter follows the core (flint4 weights in [-16, 16] on an int8 port)."""
         from mixpe.hw.formats import decoder, mantissa_code
 
         from . import create
@@ -160,22 +162,29 @@ class VariantsMultiplier(wiring.Component):
         name = "shared_" + "_".join(str(i) for i in group)
         core = create(core_cfg)
         m.submodules[name] = core
-        e_max = max((mem.a_format.e_max + mem.b_format.e_max if _is_decoded(mem) else 0)
-                    for mem in (cfg.members[i] for i in group))
-        shift = Signal(range(e_max + 1), name=f"{name}_shift")
-        ops = []
+        ops, e_max = [], 0
         for i in group:
             mem = cfg.members[i]
             a_code = self.a[:mem.a_format.bits]
             b_code = self.b[:mem.b_format.bits]
-            if _is_decoded(mem):
-                m.submodules[f"dec_a_{i}"] = dec_a = decoder(mem.a_format)
-                m.submodules[f"dec_b_{i}"] = dec_b = decoder(mem.b_format)
-                m.d.comb += [dec_a.code.eq(a_code), dec_b.code.eq(b_code)]
-                ops.append((mantissa_code(dec_a.m, core_cfg.a_format),
-                            mantissa_code(dec_b.m, core_cfg.b_format), dec_a.e + dec_b.e))
-            else:
+            if not _is_decoded(mem):
                 ops.append((a_code, b_code, 0))
+                continue
+            sides, e_sum, e_hi = [], 0, 0
+            for side, fmt, port, code in (("a", mem.a_format, core_cfg.a_format, a_code),
+                                          ("b", mem.b_format, core_cfg.b_format, b_code)):
+                m.submodules[f"dec_{side}_{i}"] = dec = decoder(fmt)
+                m.d.comb += dec.code.eq(code)
+                if _preshift(core_cfg, fmt, port):
+                    # exact core and every value fits its port: multiply m << e itself
+                    sides.append(mantissa_code(dec.m << dec.e, port))
+                else:
+                    sides.append(mantissa_code(dec.m, port))
+                    e_sum = e_sum + dec.e
+                    e_hi += fmt.e_max
+            e_max = max(e_max, e_hi)
+            ops.append((sides[0], sides[1], e_sum))
+        shift = Signal(range(e_max + 1), name=f"{name}_shift")
         with m.Switch(sel):
             for j, (i, (a, b, e)) in enumerate(zip(group, ops)):
                 # sel values of other groups do not matter here (their product is not taken)
@@ -192,6 +201,15 @@ def _is_decoded(mem) -> bool:
     from mixpe.sw.mult.decoded import DecodedMultiplier
 
     return isinstance(mem, DecodedMultiplier)
+
+
+def _preshift(core, fmt, port) -> bool:
+    """Whether a decoded operand can enter the core as its value ``m << e`` (no shifter after
+    the core): the core is the ``exact`` family, where ``core(m_a << e_a, m_b) =
+    core(m_a, m_b) << e_a``, and every value of ``fmt`` lies in the port's range."""
+    lo, hi = port.range
+    vlo, vhi = fmt.range
+    return core.family == "exact" and lo <= vlo and vhi <= hi
 
 
 def _core_of(mem):
