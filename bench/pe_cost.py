@@ -319,6 +319,12 @@ def goals(rows: list[Item], results, errs) -> list[tuple[str, bool | None, str]]
     detail = ("not measured" if r is None else
               f"{COMPOSABLE}: {lut(results, COMPOSABLE)} LUT4 vs exact "
               f"{lut(results, comp.baseline)} = {r:.2f}×")
+    others = [it for it in rows if it.kind == "mult" and it.composable
+              and it.ident != COMPOSABLE and ratio(results, it, "ice40") is not None]
+    if r is not None and others:
+        detail += "; for information, " + ", ".join(
+            f"{it.ident}: {lut(results, it.ident)} LUT4 vs {it.baseline} "
+            f"{lut(results, it.baseline)} = {ratio(results, it, 'ice40'):.2f}×" for it in others)
     pe = by_id.get(COMPOSABLE_PE)
     rpe = ratio(results, pe, "ice40") if pe else None
     if rpe is not None:

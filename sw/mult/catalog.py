@@ -33,6 +33,8 @@ SHIPPED: tuple[str, ...] = (
     "axbxp:mode=composable",
     # unsigned × unsigned, 2 rounded dynamic blocks: the cheap accurate point (MRED 4.1 %)
     "axbxp:l=2,round=1,sa=0,sb=0",
+    # the composable 8↔4↔2 unit with unsigned lanes and the lane products as outputs
+    "axbxp:sa=0,sb=0,mode=composable,out=lanes",
     # ROUP(p, r) 8-bit radix-4 Booth: perforation/rounding sweep, R-PP, unsigned wrapper
     "roup",
     "roup:p=1",
