@@ -58,6 +58,9 @@ __all__ = [
     "build_mult",
     "SimResult",
     "run_mult",
+    "verilator_makeflags",
+    "verilator_runtime",
+    "save_verilator_runtime",
 ]
 
 SIMULATORS = ("verilator", "icarus")
@@ -290,6 +293,33 @@ def _save_runtime(build_dir: Path, runtime: Path):
             tmp.rename(runtime)
         except OSError:  # another process saved it first
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def verilator_makeflags(*, opt_fast: str = "-O0") -> str:
+    """``MAKEFLAGS`` of a Verilator build: :data:`VERILATOR_MAKE_VARS` with ``OPT_FAST`` (the
+    C++ optimization of the model's per-cycle code) set to ``opt_fast``; the runtime and the
+    model's slow (initialisation) code stay at ``-O0``."""
+    vars_ = [f"OPT_FAST={opt_fast}" if v.startswith("OPT_FAST=") else v
+             for v in VERILATOR_MAKE_VARS]
+    return " ".join([os.environ.get("MAKEFLAGS", ""), *vars_]).strip()
+
+
+def verilator_runtime(root: Path | None = None, *, waves: bool = False
+                      ) -> tuple[Path, list[Path] | None]:
+    """The shared Verilator runtime objects (compiled once per Verilator, compiler, flags and
+    waves option): ``(directory, objects)``, objects None while none were saved. Pass the
+    objects to make as ``VK_GLOBAL_OBJS= LIBS=<objects>``; after a build that compiled them,
+    :func:`save_verilator_runtime` keeps them."""
+    root = Path(root) if root is not None else build_root()
+    runtime = _runtime_dir(root, {"simulator": _simulator_version("verilator"), "waves": waves})
+    return runtime, _runtime_objects(runtime)
+
+
+def save_verilator_runtime(build_dir: Path, runtime: Path) -> None:
+    """Keep the runtime objects a build in ``build_dir`` compiled (see
+    :func:`verilator_runtime`); a no-op when another process saved them first."""
+    runtime.parent.mkdir(parents=True, exist_ok=True)
+    _save_runtime(Path(build_dir), Path(runtime))
 
 
 def _verilator_args() -> list[str]:

@@ -169,20 +169,37 @@ def _environ(changes: dict):
                 os.environ[k] = v
 
 
-def build_core(cfg, *, core_kw: dict | None = None, simulator: str = SIM, opt: str = "-O1",
-               log=None) -> tuple[Path, dict]:
+#: Verilator arguments of core builds, after :data:`mixpe.sim.runner.VERILATOR_ARGS`. cocotb's
+#: runner makes every signal public (``--public-flat-rw``), which keeps Verilator from inlining
+#: and removing the core's internal nets: the axbxp 8×8 core then becomes 40 MB of C++ that
+#: g++ -O1 did not finish compiling in 20 min. Only the harness ports are public here (a
+#: control file), and the model shrinks ~10× (see ``docs/core.md``, "Simulation build").
+CORE_VERILATOR_ARGS = ("--no-public-flat-rw",)
+#: C++ optimization of the Verilated core model (``OPT_FAST``; the runtime and slow code stay
+#: at ``-O0``): measured in ``docs/core.md``, "Simulation build".
+CORE_OPT = "-O0"
+
+
+def build_core(cfg, *, core_kw: dict | None = None, simulator: str = SIM, opt: str = CORE_OPT,
+               verilator_args: tuple = CORE_VERILATOR_ARGS, log=None) -> tuple[Path, dict]:
     """Generate, wrap and compile the core of ``cfg``; return ``(build_dir, manifest)``.
 
     ``core_kw`` are build options of :class:`~mixpe.hw.core.AcceleratorCore` (``requant``,
-    ``tile_cols`` …). ``opt`` is the C++ optimization level of the Verilated model (the core
-    runs long programs, so it is worth more than the runner's ``-O0`` default for small units).
+    ``tile_cols`` …). ``opt`` is the C++ optimization level of the Verilated model's
+    ``OPT_FAST`` code (``-O0`` … ``-O3``); ``verilator_args`` are added to the runner's
+    Verilator arguments. The Verilator runtime objects are compiled once and shared with the
+    other cocotb suites (:mod:`mixpe.sim.runner`).
     """
     from mixpe.hw.core import AcceleratorCore
     from mixpe.hw.generate import config_hash, generate
 
+    if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
+        raise ValueError(f"opt must be one of -O0, -O1, -O2, -O3, -Os, not {opt!r}")
     core_kw = dict(core_kw or {})
+    verilator_args = tuple(verilator_args)
     root = shared.build_root()
     kw_tag = "".join(f"-{k}{v}" for k, v in sorted(core_kw.items()))
+    (root / "sim" / simulator).mkdir(parents=True, exist_ok=True)
     build_dir = root / "sim" / simulator / f"core-{config_hash(cfg)[:12]}{kw_tag}{opt}"
     with _lock(build_dir.with_name(build_dir.name + ".lock")):
         with tempfile.TemporaryDirectory(dir=root / "sim") as tmp:
@@ -197,6 +214,8 @@ def build_core(cfg, *, core_kw: dict | None = None, simulator: str = SIM, opt: s
             "verilog_sha256": manifest["verilog_sha256"],
             "harness_sha256": hashlib.sha256(harness.encode()).hexdigest(),
             "simulator": simulator, "opt": opt,
+            "args": list(shared.VERILATOR_ARGS) + list(verilator_args)
+            if simulator == "verilator" else [],
             "cocotb": importlib.metadata.version("cocotb"),
         }
         stamp_path = build_dir / "stamp.json"
@@ -212,18 +231,36 @@ def build_core(cfg, *, core_kw: dict | None = None, simulator: str = SIM, opt: s
         (build_dir / "core.v").write_text(core_text)
         (build_dir / "core_harness.v").write_text(harness)
         (build_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        sources = [build_dir / "core.v", build_dir / "core_harness.v"]
         env = shared.simulator_env(simulator)
+        build_args, runtime, objs = [], None, None
         if simulator == "verilator":
-            env["MAKEFLAGS"] = " ".join(
-                [os.environ.get("MAKEFLAGS", ""), "CFG_CXXFLAGS_PCH_I=-include",
-                 f"OPT_FAST={opt}", f"OPT_SLOW=-O0", f"OPT_GLOBAL={opt}"]).strip()
+            from cocotb_tools.runner import VerilatorControlFile
+
+            build_args = list(shared.VERILATOR_ARGS) + list(verilator_args)
+            if "--no-public-flat-rw" in verilator_args:
+                vlt = build_dir / "public.vlt"
+                vlt.write_text('`verilator_config\npublic_flat_rw -module "core_harness" '
+                               '-var "*"\n')
+                sources.insert(0, VerilatorControlFile(vlt))
+            env["MAKEFLAGS"] = shared.verilator_makeflags(opt_fast=opt)
+            runtime, objs = shared.verilator_runtime(root)
+            if objs:  # link the saved runtime instead of compiling it again
+                env["MAKEFLAGS"] += " VK_GLOBAL_OBJS= LIBS=" + r"\ ".join(map(str, objs))
         t1 = time.perf_counter()
         with _lock(root / "sim" / f".{simulator}-build.lock"), _environ(env):
             r = shared.get_runner(simulator)
-            r.build(sources=[build_dir / "core.v", build_dir / "core_harness.v"],
-                    hdl_toplevel="core_harness", build_dir=build_dir,
-                    build_args=list(shared.VERILATOR_ARGS) if simulator == "verilator" else [],
-                    timescale=shared.TIMESCALE, always=True, log_file=build_dir / "build.log")
+            try:
+                r.build(sources=sources, hdl_toplevel="core_harness", build_dir=build_dir,
+                        build_args=build_args, timescale=shared.TIMESCALE, always=True,
+                        log_file=build_dir / "build.log")
+            except RuntimeError as e:
+                log_path = build_dir / "build.log"
+                tail = log_path.read_text()[-3000:] if log_path.is_file() else ""
+                raise RuntimeError(f"{simulator} build of the core failed ({e}); log "
+                                   f"{log_path}:\n{tail}") from None
+            if runtime is not None and not objs:
+                shared.save_verilator_runtime(build_dir, runtime)
         stamp_path.write_text(json.dumps(stamp, indent=2) + "\n")
         if log:
             log(f"{build_dir}: generated in {t_gen:.1f} s, built in "
@@ -285,7 +322,7 @@ def _runs_of(job: "CoreJob", cfg):
 
 
 def run_jobs(cfg, jobs: list[CoreJob], *, core_kw: dict | None = None, simulator: str = SIM,
-             opt: str = "-O1", log=None, keep: bool = False) -> list[dict]:
+             opt: str = CORE_OPT, log=None, keep: bool = False) -> list[dict]:
     """Run ``jobs`` on the core of ``cfg`` in one simulation (a segmented job as one run per
     :meth:`~mixpe.sw.compiler.Program.segments`, each ending with a ``STORE cnt``).
 
