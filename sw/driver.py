@@ -47,7 +47,7 @@ from .isa import Instr, Mem, Opcode as Op
 __all__ = [
     "Transport", "SerialTransport", "SocketTransport", "SimTransport", "ModelTransport",
     "connect", "Accelerator", "AcceleratorError", "ConfigMismatchError", "LinkError",
-    "LinkStats",
+    "LinkStats", "fuzz_link",
 ]
 
 
@@ -783,3 +783,154 @@ class Accelerator:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# -- link fuzzing --------------------------------------------------------------------------------
+
+def fuzz_link(transport: Transport, cfg: CoreConfig, *, frames: int = 1000, seed: int = 0,
+              timeout: float = 1.0, progress: bool = False) -> dict:
+    """Send ``frames`` random good and bad frames to a board and check its robustness.
+
+    Bad frames are WRITE_MEM frames aimed at a *canary* region (the upper half of ``wsp``)
+    with flipped bits, truncations, wrong lengths (with a matching or a stale CRC), unknown
+    opcodes, and garbage bytes between frames; good frames are IDENTIFY, STATUS, WRITE_MEM to
+    the lower half of ``wsp`` (recorded) and READ_MEM of it (compared). After every bad frame
+    a good STATUS probe must be answered (resent up to 4 times: a swallowed probe is answered
+    after the board's byte timeout). Checks, raising ``AssertionError``: every response has a
+    valid CRC, no bad frame is answered OK, every probe is answered, READ_MEM returns what was
+    written, and at the end the canary region is unchanged (no rejected frame wrote) and the
+    lower half holds exactly the good writes. Returns counts by kind and status.
+    """
+    import collections
+    import random
+
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frames must be a positive integer, not {frames!r}")
+    rng = random.Random(seed)
+    parser = P.ResponseParser()
+    acc = Accelerator(transport, config=cfg, timeout=timeout, retries=8)
+    depth = cfg.memory.wsp_depth
+    rw = cfg.row_words("wsp")
+    row_mask = (1 << cfg.row_bits("wsp")) - 1
+    half = depth // 2
+    mask_words = [(row_mask >> (32 * j)) & 0xFFFFFFFF for j in range(rw)]
+    canary = acc.read_rows(Mem.WSP, half, depth - half)
+    good = acc.read_rows(Mem.WSP, 0, half)
+    counts: collections.Counter = collections.Counter()
+    state = {"seq": acc._seq}
+
+    def seq():
+        state["seq"] = (state["seq"] + 1) & 0xFF
+        return state["seq"]
+
+    def rand_rows(lo, hi, max_rows):
+        rows = rng.randint(1, max_rows)
+        addr = rng.randint(lo, hi - rows)
+        words = [rng.getrandbits(32) & mask_words[k % rw] for k in range(rows * rw)]
+        return addr, rows, words
+
+    def wait_for(s, n_try_frame):
+        """Read responses until the one with seq ``s``; returns (it, others) or (None, ..)."""
+        others = []
+        end = acc._clock() + timeout
+        while acc._clock() < end:
+            data = acc._read_some(max(0.0, end - acc._clock()))
+            if not data:
+                break
+            for r in parser.feed(data):
+                if r.seq == s and r.opcode == n_try_frame:
+                    return r, others
+                others.append(r)
+        return None, others
+
+    def good_exchange(op, payload):
+        for _ in range(5):
+            s = seq()
+            transport.write(P.encode_request(op, s, payload))
+            r, others = wait_for(s, op)
+            for o in others:
+                assert o.status != P.Status.OK or o.opcode in (P.Opcode.STATUS,
+                                                               P.Opcode.IDENTIFY), o
+            if r is not None and r.status == P.Status.OK:
+                return r
+            counts["probe_retries"] += 1
+        raise AssertionError(f"the board did not answer a good {P.Opcode(op).name} frame")
+
+    per = max(1, min(16, (acc.info.max_payload - 8) // (4 * rw)))
+    bar = None
+    if progress:
+        from rich.progress import Progress
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("fuzzing the link", total=frames)
+    sent = 0
+    try:
+        while sent < frames:
+            kind = rng.choice(["good_write", "good_read", "good_info", "flip", "flip",
+                               "truncate", "length", "length_crc", "opcode", "garbage"])
+            if kind.startswith("good"):
+                if kind == "good_write":
+                    addr, rows, words = rand_rows(0, half, per)
+                    good_exchange(P.Opcode.WRITE_MEM, P.write_mem_payload(Mem.WSP, addr, rows,
+                                                                          words))
+                    good[addr * rw:(addr + rows) * rw] = words
+                elif kind == "good_read":
+                    rows = rng.randint(1, per)
+                    addr = rng.randint(0, half - rows)
+                    r = good_exchange(P.Opcode.READ_MEM, P.read_mem_payload(Mem.WSP, addr,
+                                                                            rows))
+                    got = list(struct.unpack(f"<{rows * rw}I", r.payload))
+                    assert got == good[addr * rw:(addr + rows) * rw], "READ_MEM mismatch"
+                else:
+                    op = rng.choice([P.Opcode.IDENTIFY, P.Opcode.STATUS, P.Opcode.COUNTERS])
+                    r = good_exchange(op, b"")
+                    if op == P.Opcode.IDENTIFY:
+                        assert P.unpack_identify(r.payload).config_hash == cfg.hash
+                counts[kind] += 1
+                sent += 1
+            else:
+                addr, rows, words = rand_rows(half, depth, per)
+                s = seq()
+                f = bytearray(P.encode_request(P.Opcode.WRITE_MEM, s, P.write_mem_payload(
+                    Mem.WSP, addr, rows, words)))
+                if kind == "flip":
+                    orig = bytes(f)
+                    while bytes(f) == orig:  # (two flips of one bit would cancel)
+                        for _ in range(rng.randint(1, 3)):
+                            i = rng.randrange(len(f))
+                            f[i] ^= 1 << rng.randrange(8)
+                elif kind == "truncate":
+                    del f[rng.randrange(2, len(f) - 1):]
+                elif kind in ("length", "length_crc"):
+                    n = len(f) - P.REQ_OVERHEAD
+                    new = n
+                    while new == n:
+                        new = rng.choice([rng.randrange(0, n + 8), rng.randrange(0, 0x10000)])
+                    body = bytearray(f[2:-4])
+                    body[2:4] = struct.pack("<H", new)
+                    crc = P.crc32(bytes(body)) if kind == "length_crc" else struct.unpack(
+                        "<I", bytes(f[-4:]))[0]
+                    f = bytearray(P.SYNC + bytes(body) + struct.pack("<I", crc))
+                elif kind == "opcode":
+                    op = rng.choice([b for b in range(256) if b not in set(P.Opcode)])
+                    f = bytearray(P.encode_request(op, s, bytes(f[6:-4])))
+                else:  # garbage, possibly with sync bytes, then a good-looking frame cut short
+                    g = bytes(rng.choice([0xA5, 0x5A, rng.getrandbits(8)])
+                              for _ in range(rng.randint(1, 24)))
+                    f = bytearray(g)
+                transport.write(bytes(f))
+                counts[kind] += 1
+                sent += 1
+                # the board must still answer a good frame (and nothing bad was accepted)
+                good_exchange(P.Opcode.STATUS, b"")
+            if bar is not None:
+                bar.update(task, completed=sent)
+    finally:
+        if bar is not None:
+            bar.stop()
+    assert parser.bad_frames == 0, f"{parser.bad_frames} responses with a bad CRC"
+    assert acc.read_rows(Mem.WSP, half, depth - half) == canary, \
+        "a rejected frame changed the canary region"
+    assert acc.read_rows(Mem.WSP, 0, half) == good, "the good writes were not all kept"
+    counts["link_counters"] = acc.link_counters()
+    return dict(counts)
