@@ -164,16 +164,3 @@ def test_compare_reports_first_mismatch(graph, digits):
     assert not res.bit_exact
     assert res.match["broken"]["conv1"] == 1.0 and res.match["broken"]["conv2"] < 1.0
     assert res.to_dict()["bit_exact"] is False
-
-
-def test_finetune_improves_low_precision(model, digits):
-    from mixpe.sw.model.finetune import finetune
-
-    cfg = QuantConfig.loads("[defaults]\nweight_bits = 2\nactivation_bits = 3\n"
-                            "[finetune]\nepochs = 5\nlr = 0.001\n")
-    g = import_model(model, digits.x_train[:2])
-    before = _int_acc(quantize(g, cfg, digits.x_train), digits)
-    g2, ig, _ = finetune(model, g, cfg, digits, progress=False)
-    after = _int_acc(ig, digits)
-    assert after > before + 0.03, (before, after)
-
