@@ -162,13 +162,14 @@ def _verilator_env() -> dict:
 
 
 def _dependencies() -> dict[str, str]:
-    """sha256 of the source of every ``mixpe`` module imported so far (after generating the
-    SoC: what its Verilog depends on), by path relative to the repository."""
+    """sha256 of the source of every ``mixpe.hw``/``mixpe.sw`` module (and the echo SoC)
+    imported so far (after generating the SoC: a superset of what its Verilog depends on), by
+    path relative to the repository."""
     base = Path(__file__).resolve().parent.parent
     deps = {}
     for name, mod in sorted(sys.modules.items()):
         f = getattr(mod, "__file__", None)
-        if not name.startswith("mixpe.") or not f or name == __name__:
+        if not name.startswith(("mixpe.hw.", "mixpe.sw.", "mixpe.boards.echo")) or not f:
             continue
         p = Path(f).resolve()
         try:
