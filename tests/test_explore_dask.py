@@ -9,7 +9,7 @@ import pytest
 from mixpe.sw.explore.problem import ProblemSpec, get_problem
 from mixpe.sw.explore.runner import Runner
 
-SPEC = ProblemSpec(epochs=3, n_eval=96, n_calib=64)
+SPEC = ProblemSpec(epochs=3, n_eval=96)
 
 
 def test_dask_local_cluster_matches_in_process(tmp_path):

@@ -34,7 +34,7 @@ from .space import Config, Space
 __all__ = ["ProblemSpec", "Problem", "get_problem", "ResultCache", "OBJECTIVES"]
 
 #: Version of the evaluation semantics (bump when QNet / costs change; part of the cache key).
-EVAL_VERSION = 2
+EVAL_VERSION = 3
 
 #: Objectives, all minimized: accuracy loss (points), LUT4, cycles, energy proxy.
 OBJECTIVES = ("loss", "lut4", "cycles", "energy")

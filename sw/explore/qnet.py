@@ -80,21 +80,32 @@ class QLayer:
 def weight_values(w: torch.Tensor, fmt_spec: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-channel quantization of ``w`` (float ``[OC, ...]``) onto one format's grid.
 
-    The clipping value of each channel is ANT's MSE search (:func:`mixpe.sw.ant.search_mse`,
-    per channel), the codes :meth:`~mixpe.sw.formats.NumberFormat.quantize`, as the model flow
-    (``sw/model/quantize.py:quantize_weights``) does for a layer with one weight type: the
-    values are ``fmt.values()[codes]`` and ``scale = alpha / max|grid|`` (1 for a zero channel),
-    so ``w ≈ values · scale``. Returns ``(values int64 like w, scale float64 [OC])``.
+    The model flow's ``sw/model/quantize.py:quantize_weights`` with the format as the only
+    type candidate (so both give the same values): the clipping value of each channel is ANT's
+    MSE search (:func:`mixpe.sw.ant.search_mse`, per channel), the codes
+    :meth:`~mixpe.sw.formats.NumberFormat.quantize`, the values ``fmt.values()[codes]`` and
+    ``scale = alpha / max(grid)`` (1 for a zero channel), so ``w ≈ values · scale``. Without the
+    model flow, the same steps run here. Returns ``(values int64 like w, scale float64 [OC])``.
     """
+    fmt = number_format(fmt_spec)
+    try:
+        from ..model.quantize import quantize_weights
+    except ImportError:
+        quantize_weights = None
+    if quantize_weights is not None:
+        fam = fmt.spec.split(":")[0]
+        if fmt.bits <= 6 or fam == "int":
+            vals, scale, specs = quantize_weights(w, fmt.bits, [fam])
+            if all(number_format(x).spec == fmt.spec for x in specs):
+                return vals, scale
     from ..ant import search_mse
 
-    fmt = number_format(fmt_spec)
     oc = w.shape[0]
     rows = w.detach().reshape(oc, -1).to(torch.float32)
     r = search_mse(rows, fmt, per_channel=True)
     codes = fmt.quantize(rows, r.alpha)
     vals = fmt.values()[codes].reshape(w.shape)
-    gmax = float(fmt.grid().abs().max())
+    gmax = float(fmt.grid().max())
     sw = r.alpha.reshape(-1).to(torch.float64) / gmax
     scale = torch.where(sw > 0, sw, torch.ones_like(sw))
     return vals, scale

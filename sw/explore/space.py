@@ -238,6 +238,24 @@ class Space:
                                    self.fractions[a[5]]))
         return genes
 
+    def encode(self, cfg: Config):
+        """The gene vector of ``cfg`` (inverse of ``expand(space, decode(vec))``), or None when
+        the config is not of the genome's form (at most two formats / multipliers per layer,
+        the minority on a sensitivity-ordered prefix of an allowed fraction)."""
+        vec = []
+        for lq, order, c in zip(cfg.layers, self.order, self.channels):
+            if len(lq.mults) != c:
+                return None
+            wsel = _split(lq.w_formats, order, self.fractions, [self.w_formats[k]
+                                                                 for k in self.w_keys])
+            msel = _split(lq.mults, order, self.fractions, list(self.mults))
+            if wsel is None or msel is None:
+                return None
+            vec += [wsel[0], wsel[1], wsel[2], msel[0], msel[1], msel[2]]
+        if expand(self, self.decode(vec)).hash != cfg.hash:
+            return None
+        return vec
+
     def uniform(self, w: str = "int8", mult: str = "exact") -> Config:
         """Every layer at weight format ``w`` (a key) and multiplier ``mult``."""
         spec = self.w_formats[w]
@@ -248,6 +266,23 @@ class Space:
     def baseline(self) -> Config:
         """int8 weights, exact multipliers everywhere (the reference of ``--budget-acc``)."""
         return self.uniform("int8", self.mults[0])
+
+
+def _split(values, order, fractions, catalog):
+    """``(hi index, lo index, fraction index)`` with ``values[order[:n]] = lo`` and the rest hi."""
+    c = len(values)
+    kinds = list(dict.fromkeys(values))
+    if len(kinds) > 2 or any(k not in catalog for k in kinds):
+        return None
+    for fi, f in enumerate(fractions):
+        n = int(round(f * c))
+        lo = {values[ch] for ch in order[:n]}
+        hi = {values[ch] for ch in order[n:]}
+        if len(lo) <= 1 and len(hi) <= 1:
+            lo_v = lo.pop() if lo else (hi.copy().pop() if hi else kinds[0])
+            hi_v = hi.pop() if hi else lo_v
+            return catalog.index(hi_v), catalog.index(lo_v), fi
+    return None
 
 
 def expand(space: Space, genes) -> Config:

@@ -25,7 +25,9 @@ it fits the board. The scalar cost the greedy methods minimize is :meth:`Search.
 * ``nsga2`` — pymoo's NSGA-II over the integer genome of :class:`~mixpe.sw.explore.space.Space`
   (6 genes per layer: high/low weight format and low fraction, base/approximate multiplier and
   approximate fraction), objectives ``(loss, lut4, cycles[, energy])``, constraints
-  ``loss ≤ budget`` and fit; the initial population is random plus the int8 baseline.
+  ``loss ≤ budget`` and fit; the initial population is the int8 baseline, the feasible Pareto
+  points of the strategies that ran before it that the genome can express (warm start, up to
+  half the population; ``warm_start=False`` turns it off) and random genomes.
 """
 
 from __future__ import annotations
@@ -211,7 +213,7 @@ def fpl22(s: Search) -> list[dict]:
     return s.of("fpl22")
 
 
-def nsga2(s: Search, *, pop: int = 24, gens: int = 8) -> list[dict]:
+def nsga2(s: Search, *, pop: int = 24, gens: int = 8, warm_start: bool = True) -> list[dict]:
     from pymoo.algorithms.moo.nsga2 import NSGA2
     from pymoo.core.evaluator import Evaluator
     from pymoo.core.problem import Problem as PymooProblem
@@ -233,7 +235,17 @@ def nsga2(s: Search, *, pop: int = 24, gens: int = 8) -> list[dict]:
 
     rng = np.random.default_rng(s.seed)
     x0 = rng.integers(np.array(xl), np.array(xu) + 1, size=(pop, n_var))
-    x0[0] = 0  # int8 weights, exact multipliers, fractions 0
+    seeds = [[0] * n_var]  # int8 weights, exact multipliers, fractions 0
+    if warm_start:
+        # warm start: the feasible Pareto points of the methods that ran before (best first)
+        from .pareto import hw_keys, pareto_front
+        prior = [r for r in s.results.values() if s.ok(r)]
+        for r in sorted(pareto_front(prior, ("loss",) + hw_keys(prior)), key=s.cost):
+            v = sp.encode(Config.from_dict(r["config"]))
+            if v is not None and v not in seeds:
+                seeds.append(v)
+    seeds = seeds[: max(1, pop // 2)]
+    x0[: len(seeds)] = np.array(seeds)
     algo = NSGA2(pop_size=pop, sampling=x0,
                  crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
                  mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
