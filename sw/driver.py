@@ -795,7 +795,7 @@ def fuzz_link(transport: Transport, cfg: CoreConfig, *, frames: int = 1000, seed
     with flipped bits, truncations, wrong lengths (with a matching or a stale CRC), unknown
     opcodes, and garbage bytes between frames; good frames are IDENTIFY, STATUS, WRITE_MEM to
     the lower half of ``wsp`` (recorded) and READ_MEM of it (compared). After every bad frame
-    a good STATUS probe must be answered (resent up to 4 times: a swallowed probe is answered
+    a good STATUS probe must be answered (resent up to 7 times: a swallowed probe is answered
     after the board's byte timeout). Checks, raising ``AssertionError``: every response has a
     valid CRC, no bad frame is answered OK, every probe is answered, READ_MEM returns what was
     written, and at the end the canary region is unchanged (no rejected frame wrote) and the
@@ -841,10 +841,14 @@ def fuzz_link(transport: Transport, cfg: CoreConfig, *, frames: int = 1000, seed
                 if r.seq == s and r.opcode == n_try_frame:
                     return r, others
                 others.append(r)
+                if r.status != P.Status.OK:
+                    # the bad frame is answered; the probe, unless swallowed by it, follows
+                    # within a frame time
+                    end = min(end, acc._clock() + timeout / 4)
         return None, others
 
     def good_exchange(op, payload):
-        for _ in range(5):
+        for _ in range(8):
             s = seq()
             transport.write(P.encode_request(op, s, payload))
             r, others = wait_for(s, op)
