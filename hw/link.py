@@ -44,7 +44,6 @@ from amaranth.utils import ceil_log2
 from ..sw import isa
 from ..sw import protocol as P
 from ..sw.core_config import MEMORIES, CoreConfig
-from ..sw.driver import Transport
 
 __all__ = ["HostLink", "LinkSimulation"]
 
@@ -689,7 +688,7 @@ class _LinkCore(wiring.Component):
         return m
 
 
-class LinkSimulation(Transport):
+class LinkSimulation:
     """An in-process simulated board on Amaranth's simulator.
 
     At byte level by default (HostLink + core, one byte per cycle); with ``uart_divisor``
@@ -700,7 +699,8 @@ class LinkSimulation(Transport):
     ``read(n, timeout)`` runs the simulation until ``n`` response bytes are there or
     ``timeout`` seconds of simulated time (at ``clk_hz``) have passed, and returns what it
     has (at most ``n`` bytes). It has the ``Transport`` interface of
-    :mod:`mixpe.sw.driver`, so the driver runs on it unchanged. Bytes can be paced with
+    :mod:`mixpe.sw.driver` (duck-typed: gateware modules do not import the driver), so
+    the driver runs on it unchanged. Bytes can be paced with
     ``gap`` idle cycles between them (a UART delivers one byte per ``10 × divisor`` cycles).
     """
 

@@ -20,7 +20,7 @@ This module never imports Amaranth.
 
 >>> f = encode_request(Opcode.IDENTIFY, 7)
 >>> f.hex(" ")
-'a5 5a 01 07 00 00 4f 41 c4 e5'
+'a5 5a 01 07 00 00 fc ae b7 9c'
 >>> parse_request(f)[:3]
 (<Opcode.IDENTIFY: 1>, 7, b'')
 """

@@ -104,3 +104,14 @@ def test_bad_ports():
         connect("http://x")
     with pytest.raises(ValueError, match="tcp"):
         connect("tcp://localhost")
+
+
+def test_doctests():
+    import doctest
+
+    import mixpe.hw.uart
+    import mixpe.sw.driver
+    import mixpe.sw.protocol
+    for mod in (mixpe.sw.protocol, mixpe.sw.driver, mixpe.hw.uart):
+        res = doctest.testmod(mod)
+        assert res.failed == 0 and res.attempted > 0, mod.__name__
