@@ -64,3 +64,23 @@ def test_small_cores_tiled(core, toml, graph, digits):
     assert conv2.info["mapping"] == ["im2col"] and conv2.info["k_tiles"] > 1
     if core == "tiny-2x2":
         assert len(conv2.instructions) > cfg.memory.imem_depth  # ran as segments
+
+
+def test_run_compare_api_batches():
+    """The CLI entry point: batches aggregate into one report (text and JSON)."""
+    import json
+
+    from mixpe.sw.model import format_comparison, run_compare
+
+    r = run_compare(config="ant4-roup", core="ulx3s-8x8-mixed", images=6, batch=4,
+                    progress=False)
+    assert r.images == 6 and r.bit_exact
+    assert r.meta == dict(model="digits-cnn", config="ant4-roup", dataset="digits",
+                          core="ulx3s-8x8-mixed", executor="core-model")
+    assert set(r.cycles["core-model"]) == {"conv1", "conv2", "fc"}
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["bit_exact"] is True and d["match"]["core-model"]["fc"] == 1.0
+    text = format_comparison(r)
+    assert "bit-exact" in text and "core-model accuracy" in text
+    with pytest.raises(ValueError, match="core must be a CoreConfig or one of"):
+        run_compare(core="nope", progress=False)

@@ -7,10 +7,13 @@
 * :mod:`.finetune`: ``finetune(model, graph, cfg, data)`` — QAT / approximation-aware STE.
 * :mod:`.execute`: ``ReferenceExecutor``, ``CoreModelExecutor``, ``AcceleratorExecutor``,
   ``compare``.
+* :mod:`.api`: ``run_compare(model=, config=, core=, executor=, images=)`` and
+  ``format_comparison`` — what ``mixpe compare`` / ``mixpe run`` call.
 
 ``build_int_graph(model_name, config)`` does the whole flow for a named model.
 """
 
+from .api import format_comparison, make_executor, run_compare
 from .execute import (
     AcceleratorExecutor,
     Comparison,
@@ -30,6 +33,7 @@ __all__ = [
     "quantize", "calibrate", "IntGraph", "IntNode",
     "ReferenceExecutor", "CoreModelExecutor", "AcceleratorExecutor", "compare", "Comparison",
     "lower_layer", "resolve_variants", "build_int_graph",
+    "run_compare", "make_executor", "format_comparison",
 ]
 
 

@@ -325,6 +325,7 @@ class Comparison:
     first_mismatch: dict = field(default_factory=dict)  # executor -> None or dict
     cycles: dict = field(default_factory=dict)          # executor -> {layer: cycles}
     counters: dict = field(default_factory=dict)        # executor -> {layer: counters}
+    meta: dict = field(default_factory=dict)            # model, config, core, ... (api)
 
     @property
     def bit_exact(self) -> bool:
@@ -334,7 +335,7 @@ class Comparison:
         return dict(images=self.images, float_accuracy=self.float_accuracy,
                     accuracy=self.accuracy, match=self.match,
                     first_mismatch=self.first_mismatch, cycles=self.cycles,
-                    bit_exact=self.bit_exact)
+                    bit_exact=self.bit_exact, meta=self.meta)
 
 
 def compare(float_model, int_graph: IntGraph, executors, images: torch.Tensor,
