@@ -96,7 +96,7 @@ def cmd_explore(args) -> int:
 def cmd_report(args) -> int:
     from mixpe.sw.explore.report import write_report
 
-    path = write_report(args.dir, fmt=args.format)
+    path = write_report(args.dir, fmt=args.format, out=args.out)
     if args.json:
         summary = json.loads((Path(args.dir) / "explore.json").read_text())
         print(json.dumps({"report": str(path), "goal": summary["goal"],
@@ -118,8 +118,8 @@ def register(sub) -> None:
     p.add_argument("--scheduler", default=None, help="Dask scheduler tcp://HOST:PORT")
     p.add_argument("--strategies", default=None,
                    help="comma list of axbxp,maxdnn,ant,fpl22,nsga2 (default: all)")
-    p.add_argument("--pop", type=int, default=32, help="NSGA-II population")
-    p.add_argument("--gens", type=int, default=12, help="NSGA-II generations")
+    p.add_argument("--pop", type=int, default=48, help="NSGA-II population")
+    p.add_argument("--gens", type=int, default=20, help="NSGA-II generations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-eval", type=int, default=0, help="test images (0 = all 360)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: model's)")
@@ -132,5 +132,7 @@ def register(sub) -> None:
     r = sub.add_parser("report", help="HTML/Markdown report of an explore directory")
     r.add_argument("dir")
     r.add_argument("--format", choices=("md", "html"), default="md")
+    r.add_argument("--out", default=None,
+                   help="Markdown path elsewhere (PNGs copied beside it), e.g. for bench/results")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_report)

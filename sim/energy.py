@@ -56,7 +56,9 @@ int main(int argc, char** argv) {
     if (!f) { std::perror(argv[1]); return 2; }
     std::vector<uint16_t> buf;
     uint16_t pair[2];
-    while (std::fread(pair, sizeof(uint16_t), 2, f) == 2) { buf.push_back(pair[0]); buf.push_back(pair[1]); }
+    while (std::fread(pair, sizeof(uint16_t), 2, f) == 2) {
+        buf.push_back(pair[0]); buf.push_back(pair[1]);
+    }
     std::fclose(f);
     VerilatedContext ctx;
     Vtgl_top top(&ctx);
@@ -109,8 +111,8 @@ def build_model(spec: str, *, log=print) -> tuple[Path, str]:
         ports = {p["name"]: p for p in man["ports"]}
         pw = ports["p"]["width"]
         top = f"""
-module tgl_top(input clk, input [{m.a_format.bits - 1}:0] a_in, input [{m.b_format.bits - 1}:0] b_in,
-               output [{pw - 1}:0] p_out);
+module tgl_top(input clk, input [{m.a_format.bits - 1}:0] a_in,
+               input [{m.b_format.bits - 1}:0] b_in, output [{pw - 1}:0] p_out);
   reg [{m.a_format.bits - 1}:0] a_r; reg [{m.b_format.bits - 1}:0] b_r; reg [{pw - 1}:0] p_r;
   wire [{pw - 1}:0] p;
   mult_under_test u (.a(a_r), .b(b_r), .p(p));
@@ -229,8 +231,13 @@ def layer_streams(problem, w_format: str, *, pairs: int = 48, rows: int = 64, im
 
 def energy_table(problem, *, w_formats=None, mults=None, log=print, progress: bool = True) -> dict:
     """Measure toggles per MAC for every (layer, weight format, multiplier) of ``problem``."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     space = problem.space()
     w_formats = list(w_formats or space.w_formats.values())
@@ -254,7 +261,8 @@ def energy_table(problem, *, w_formats=None, mults=None, log=print, progress: bo
             exe, vsha = build_model(m, log=log)
             for wf in w_formats:
                 for name, (a, b) in streams[wf].items():
-                    key = hashlib.sha256(b"count-v2" + vsha.encode() + a.tobytes() + b.tobytes()).hexdigest()
+                    key = hashlib.sha256(b"count-v2" + vsha.encode() + a.tobytes() +
+                                         b.tobytes()).hexdigest()
                     cp = cache_dir / f"{key[:32]}.json"
                     if cp.is_file():
                         t = json.loads(cp.read_text())["toggles_per_mac"]
@@ -267,7 +275,8 @@ def energy_table(problem, *, w_formats=None, mults=None, log=print, progress: bo
                         os.replace(tmp, cp)
                     entries[name][wf][m] = t
                     bar.advance(task)
+    log(f"energy proxy table: {total} entries in {time.perf_counter() - t0:.1f} s")
     return {"model": problem.spec.model, "unit": "gate-level net toggles per MAC (Yosys "
             "2-input-gate netlist, Verilator --coverage-toggle, weight-stationary streams on "
             "real layer data)",
-            "seconds": round(time.perf_counter() - t0, 1), "entries": entries}
+            "entries": entries}

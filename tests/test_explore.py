@@ -12,7 +12,6 @@ import random
 
 import pytest
 import torch
-
 from mixpe.sw.explore.pareto import best, dominates, feasible, pareto_front
 from mixpe.sw.explore.problem import ProblemSpec, get_problem
 from mixpe.sw.explore.runner import Runner

@@ -182,6 +182,7 @@ class Cycles:
         cfg = dataclasses.replace(cfg, array=dataclasses.replace(
             cfg.array, pe=pe, variants=tuple(mult_set[1:])))
         vm = torch.tensor(vmap, dtype=torch.long) if len(mult_set) > 1 else None
+        # vmap: a variant per filter, or per kernel ([OC][C/groups]) when any filter is mixed
         if L.kind == "conv":
             x = torch.zeros((1, *L.in_shape), dtype=torch.long)
             w = torch.zeros(tuple(L.weight.shape), dtype=torch.long)
@@ -200,7 +201,11 @@ class Cycles:
         idx = {m: k for k, m in enumerate(S)}
         total = 0
         for i, lq in enumerate(config.layers):
-            vmap = tuple(idx[m] for m in lq.mults)
+            if lq.per_kernel:
+                cg = int(self.layers[i].weight.shape[1])
+                vmap = tuple(tuple(idx[m] for m in row) for row in lq.kernel_mults(cg))
+            else:
+                vmap = tuple(idx[m] for m in lq.mults)
             total += self.layer(i, S, vmap)
         return total
 
@@ -229,12 +234,15 @@ class EnergyTable:
                              f"w_format={w_format!r}, mult={mult!r}") from None
 
     def total(self, config, layers) -> float:
-        """Σ_layers Σ_filters (MACs of the filter) · toggles/MAC(layer, format, mult)."""
+        """Σ_layers Σ_filters (MACs of the filter) · toggles/MAC(layer, format, mult) (per
+        kernel: each kernel has MACs/C of its filter)."""
         e = 0.0
         for L, lq in zip(layers, config.layers):
             per_filter = L.macs / L.channels
-            for wf, m in zip(lq.w_formats, lq.mults):
-                e += per_filter * self.per_mac(L.name, wf, m)
+            for wf, entry in zip(lq.w_formats, lq.mults):
+                specs = (entry,) if isinstance(entry, str) else entry
+                for m in specs:  # per kernel: the filter's MACs split evenly over its kernels
+                    e += per_filter / len(specs) * self.per_mac(L.name, wf, m)
         return e
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from .pareto import best, dominates, feasible, hw_keys, pareto_front
 from .problem import ProblemSpec
-from .runner import Runner
 from .quanttoml import expressible, save_quant_toml
+from .runner import Runner
 from .space import Config, save_config
 from .strategies import SEED_METHODS, STRATEGIES, Search, run_strategy
 

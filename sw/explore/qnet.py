@@ -228,8 +228,14 @@ class QNet:
         beta = torch.round(L.bias.to(torch.float64) / (s_in * scale)).to(torch.int64)
         lim = (1 << (ACC_BITS - 1)) - 1
         beta = beta.clamp(-lim - 1, lim)
+        keys = set(zip(lq.mults, lq.w_formats))
+        if lq.per_kernel or (L.groups > 1 and len(keys) > 1):
+            if L.kind != "conv":
+                raise ValueError(f"layer {L.name}: per-kernel multipliers need a conv layer")
+            out = self._mixed_conv(i, a, vals, lq)
+            return (out, scale, beta) if with_bias else (out, scale)
         out = None
-        for key in sorted(set(zip(lq.mults, lq.w_formats))):
+        for key in sorted(keys):
             idx = torch.tensor([c for c in range(oc) if (lq.mults[c], lq.w_formats[c]) == key])
             m = _multiplier(*key)
             if L.kind == "conv":
@@ -241,6 +247,46 @@ class QNet:
                 out = torch.empty((part.shape[0], oc, *part.shape[2:]), dtype=torch.int64)
             out[:, idx] = part
         return (out, scale, beta) if with_bias else (out, scale)
+
+    def _mixed_conv(self, i: int, a: torch.Tensor, vals: torch.Tensor, lq) -> torch.Tensor:
+        """Conv accumulators with a multiplier per kernel ``(oc, ic)``: every product through
+        its kernel's multiplier, added in the im2col k order ``(ic, kh, kw)`` with saturation
+        after every addition (the definition :mod:`mixpe.sw.emulate` implements)."""
+        L = self.layers[i]
+        oc, cg, kh, kw = vals.shape
+        G = L.groups
+        ocg = oc // G
+        km_specs = lq.kernel_mults(cg)
+        n = a.shape[0]
+        cols = torch.nn.functional.unfold(a.to(torch.float64), (kh, kw), padding=L.padding,
+                                          stride=L.stride).round().to(torch.int64)
+        nl = cols.shape[-1]
+        K = cg * kh * kw
+        lo, hi = -(1 << (ACC_BITS - 1)), (1 << (ACC_BITS - 1)) - 1
+        out = torch.empty((n, oc, nl), dtype=torch.int64)
+        for g in range(G):
+            rows = cols[:, g * K:(g + 1) * K, :].permute(0, 2, 1).reshape(-1, K)  # [M, K]
+            osl = range(g * ocg, (g + 1) * ocg)
+            W = vals[g * ocg:(g + 1) * ocg].reshape(ocg, K)
+            keys: list = []
+            km = torch.empty((ocg, K), dtype=torch.int64)
+            for r, o in enumerate(osl):
+                for ic in range(cg):
+                    key = (km_specs[o][ic], lq.w_formats[o])
+                    if key not in keys:
+                        keys.append(key)
+                    km[r, ic * kh * kw:(ic + 1) * kh * kw] = keys.index(key)
+            prod = torch.zeros((rows.shape[0], ocg, K), dtype=torch.int64)
+            for idx, key in enumerate(keys):
+                hit = km == idx
+                ww = torch.where(hit, W, torch.zeros_like(W))
+                p = _multiplier(*key).mul(rows[:, None, :], ww[None, :, :])
+                prod = torch.where(hit[None], p, prod)
+            acc = torch.zeros((rows.shape[0], ocg), dtype=torch.int64)
+            for k in range(K):
+                acc = (acc + prod[:, :, k]).clamp(lo, hi)
+            out[:, g * ocg:(g + 1) * ocg] = acc.reshape(n, nl, ocg).permute(0, 2, 1)
+        return out.reshape(n, oc, *L.out_shape[1:])
 
     def accuracy(self, config, x, y, *, batch: int = 512) -> float:
         """Top-1 accuracy (%) of ``config`` on images ``x`` with labels ``y``."""
@@ -343,7 +389,8 @@ def _import_chain(model: nn.Module, in_shape) -> list[QLayer]:
             s = mod.stride if isinstance(mod.stride, int) else mod.stride[0]
             if getattr(mod, "padding", 0) not in (0, (0, 0)):
                 raise ValueError(f"node {node.name}: padded pooling is not supported")
-            layers[-1].post.append(("maxpool" if isinstance(mod, nn.MaxPool2d) else "avgpool", k, s))
+            kind = "maxpool" if isinstance(mod, nn.MaxPool2d) else "avgpool"
+            layers[-1].post.append((kind, k, s))
         elif isinstance(mod, nn.Flatten) or fn in (torch.flatten, "flatten"):
             if not layers:
                 raise ValueError(f"node {node.name}: flatten before the first layer")

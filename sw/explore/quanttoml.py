@@ -42,7 +42,11 @@ def _layer_entry(lq: LayerQuant) -> dict:
     entry = {"weight_bits": bits[0] if len(set(bits)) == 1 else bits,
              "weight_types": fams or ["int"]}
     ms = list(lq.mults)
-    entry["mult"] = ms[0] if len(set(ms)) == 1 else ms
+    if lq.per_kernel:
+        cg = max(len(e) for e in ms if not isinstance(e, str))
+        entry["mult"] = lq.kernel_mults(cg)
+    else:
+        entry["mult"] = ms[0] if len(set(ms)) == 1 else ms
     return entry
 
 
@@ -86,10 +90,8 @@ def from_quant_dict(d: dict, layers, *, model: str = "") -> Config:
         specs = [number_format(f"int:bits={b},signed=1" if b > 6 else
                                f"{types[0]}:bits={b},signed=1").spec for b in bits]
         m = e.get("mult", "exact")
-        if not isinstance(m, str) and m and not isinstance(m[0], str):
-            raise ValueError(f"layer {name}: per-kernel multipliers are not in the explorer's "
-                             "space (allowed: one spec or one per filter)")
-        ms = [m] * c if isinstance(m, str) else list(m)
+        ms = [m] * c if isinstance(m, str) else [x if isinstance(x, str) else tuple(x)
+                                                 for x in m]
         out.append(LayerQuant(name, tuple(specs), tuple(ms)))
     return Config(model, tuple(out))
 

@@ -213,8 +213,12 @@ def _tables(summary) -> list[str]:
     return lines
 
 
-def write_report(directory, *, fmt: str = "md") -> Path:
-    """Write ``report.md`` (+ PNGs) or ``report.html`` (PNGs inlined) into ``directory``."""
+def write_report(directory, *, fmt: str = "md", out=None) -> Path:
+    """Write ``report.md`` (+ PNGs) or ``report.html`` (PNGs inlined) into ``directory``.
+
+    ``out``: another Markdown path; the PNGs are then copied beside it, named
+    ``<out stem>_<png>``, and the links follow.
+    """
     if fmt not in ("md", "html"):
         raise ValueError(f"fmt must be md or html, not {fmt!r}")
     d = Path(directory)
@@ -225,11 +229,18 @@ def write_report(directory, *, fmt: str = "md") -> Path:
     figs = _pareto_plots(summary, d) + _heatmap(summary, d)
     body = _tables(summary)
     if fmt == "md":
+        path = Path(out) if out else d / "report.md"
         text = ["# Design-space exploration report", ""]
+        if out:
+            text += [f"Written by `mixpe report {d}` (do not edit).", ""]
         for title, name in figs:
-            text += [f"### {title}", "", f"![{title}]({name})", ""]
+            link = name
+            if out:
+                import shutil
+                link = f"{path.stem}_{name}"
+                shutil.copyfile(d / name, path.parent / link)
+            text += [f"### {title}", "", f"![{title}]({link})", ""]
         text += body
-        path = d / "report.md"
         content = "\n".join(text) + "\n"
     else:
         parts = ["<!doctype html><html><head><meta charset='utf-8'><title>mixpe explore"
@@ -242,7 +253,7 @@ def write_report(directory, *, fmt: str = "md") -> Path:
         parts.append("<pre>" + html.escape("\n".join(body)) + "</pre></body></html>")
         path = d / "report.html"
         content = "\n".join(parts)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=path.name + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(content)
     os.replace(tmp, path)

@@ -1,8 +1,8 @@
 """The design space: per-layer / per-channel weight formats and per-filter multipliers.
 
 A :class:`Config` is fully explicit: for every conv/linear layer, one weight number format per
-output channel (``w_formats``) and one multiplier spec per output channel (``mults``, i.e. per
-filter). Activations are int8 everywhere. ``Config.hash`` (sha256 of the canonical JSON) keys
+output channel (``w_formats``) and one multiplier per output channel (``mults``: a spec per
+filter, or a tuple of specs per input channel — per kernel — for conv layers). Activations are int8 everywhere. ``Config.hash`` (sha256 of the canonical JSON) keys
 the result cache.
 
 The catalog a search draws from is a :class:`Space`:
@@ -32,7 +32,7 @@ from pathlib import Path
 from ..formats import number_format
 from ..mult import multiplier
 
-__all__ = ["LayerQuant", "Config", "LayerGene", "Space", "expand", "DEFAULT_W_FORMATS",
+__all__ = ["entry_specs", "LayerQuant", "Config", "LayerGene", "Space", "expand", "DEFAULT_W_FORMATS",
            "DEFAULT_MULTS", "FRACTIONS", "load_config", "save_config", "INT8"]
 
 #: Weight formats (short name → format spec); every grid fits the int8 weight port.
@@ -68,9 +68,29 @@ def _canon_mult(spec: str) -> str:
     return m.spec
 
 
+def _canon_entry(e):
+    """A filter's multiplier: one spec, or a tuple of specs per input channel (per kernel);
+    a kernel tuple whose specs are all equal collapses to the spec."""
+    if isinstance(e, str):
+        return _canon_mult(e)
+    t = tuple(_canon_mult(x) for x in e)
+    if not t:
+        raise ValueError("mults: a per-kernel entry needs one spec per input channel, got ()")
+    return t[0] if len(set(t)) == 1 else t
+
+
+def entry_specs(e) -> tuple:
+    """The specs of one filter entry (a 1-tuple for a per-filter spec)."""
+    return (e,) if isinstance(e, str) else tuple(e)
+
+
 @dataclass(frozen=True)
 class LayerQuant:
-    """Quantization of one layer: a weight format and a multiplier spec per output channel."""
+    """Quantization of one layer: a weight format and a multiplier per output channel.
+
+    ``mults[c]`` is one spec (the whole filter) or a tuple of specs, one per input channel of
+    the filter's group (per kernel, conv layers).
+    """
 
     name: str
     w_formats: tuple
@@ -85,11 +105,34 @@ class LayerQuant:
             raise ValueError(f"layer {self.name}: w_formats and mults must be non-empty and of "
                              f"equal length (one per output channel), got {len(wf)} and {len(ms)}")
         object.__setattr__(self, "w_formats", tuple(_canon_format(s) for s in wf))
-        object.__setattr__(self, "mults", tuple(_canon_mult(s) for s in ms))
+        ms = tuple(_canon_entry(s) for s in ms)
+        widths = {len(e) for e in ms if not isinstance(e, str)}
+        if len(widths) > 1:
+            raise ValueError(f"layer {self.name}: per-kernel entries must all have one spec per "
+                             f"input channel, got lengths {sorted(widths)}")
+        object.__setattr__(self, "mults", ms)
+
+    @property
+    def per_kernel(self) -> bool:
+        return any(not isinstance(e, str) for e in self.mults)
+
+    def kernel_mults(self, cg: int) -> list:
+        """``[OC][cg]`` spec per kernel."""
+        out = []
+        for e in self.mults:
+            if isinstance(e, str):
+                out.append([e] * cg)
+            elif len(e) != cg:
+                raise ValueError(f"layer {self.name}: per-kernel entry has {len(e)} specs, the "
+                                 f"layer has {cg} input channels per group")
+            else:
+                out.append(list(e))
+        return out
 
     def to_dict(self) -> dict:
         def compact(t):
-            return t[0] if len(set(t)) == 1 else list(t)
+            t = [e if isinstance(e, str) else list(e) for e in t]
+            return t[0] if all(x == t[0] for x in t) and isinstance(t[0], str) else list(t)
         return {"name": self.name, "channels": len(self.mults),
                 "w_format": compact(self.w_formats), "mult": compact(self.mults)}
 
@@ -128,7 +171,9 @@ class Config:
 
     def canonical_json(self) -> str:
         full = {"model": self.model,
-                "layers": [[lq.name, list(lq.w_formats), list(lq.mults)] for lq in self.layers]}
+                "layers": [[lq.name, list(lq.w_formats),
+                            [e if isinstance(e, str) else list(e) for e in lq.mults]]
+                           for lq in self.layers]}
         return json.dumps(full, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -140,9 +185,10 @@ class Config:
         """Distinct multipliers, exact first if used, then by first use."""
         seen: list = []
         for lq in self.layers:
-            for m in lq.mults:
-                if m not in seen:
-                    seen.append(m)
+            for e in lq.mults:
+                for m in entry_specs(e):
+                    if m not in seen:
+                        seen.append(m)
         seen.sort(key=lambda m: 0 if m == "exact" else 1)
         return tuple(seen)
 
@@ -154,7 +200,9 @@ class Config:
                 from collections import Counter
                 c = Counter(t)
                 return "+".join(f"{k}×{v}" if len(c) > 1 else k for k, v in c.most_common())
-            out.append(f"{lq.name}: w={mix(lq.w_formats)} mult={mix(lq.mults)}")
+            ms = [m for e in lq.mults for m in entry_specs(e)]
+            kern = " (per kernel)" if lq.per_kernel else ""
+            out.append(f"{lq.name}: w={mix(lq.w_formats)} mult={mix(ms)}{kern}")
         return out
 
 
