@@ -118,10 +118,32 @@ def test_qnet_equals_model_flow_reference(problem):
     genes = sp.decode([0, 4, 2, 0, 1, 2] * sp.n_layers)  # int8/flint4 channels, roup filters
     mixed = expand(sp, genes)
     assert len(set(mixed.layers[1].w_formats)) == 2 and len(set(mixed.layers[1].mults)) == 2
-    for cfg in (sp.uniform("int4", "exact"), mixed):
+    # per kernel: the least sensitive half of conv2's kernels on roup:p=2
+    base = problem.int8_config()
+    km = [list(r) for r in base.layers[1].kernel_mults(8)]
+    for o, ic in problem.kernel_order(1)[:64]:
+        km[o][ic] = "roup:p=2"
+    lq = LayerQuant("conv2", mixed.layers[1].w_formats, tuple(tuple(r) for r in km))
+    kern = Config(base.model, (base.layers[0], lq, base.layers[2]))
+    assert lq.per_kernel and kern.mult_set == ("exact", "roup:p=2")
+    for cfg in (sp.uniform("int4", "exact"), mixed, kern):
         mine = problem.net.accuracy(cfg, problem.x, problem.y)
         ref = reference_accuracy(cfg, epochs=SPEC.epochs, n_eval=SPEC.n_eval)
         assert mine == pytest.approx(ref, abs=1e-4)
+    # the per-kernel variant map costs cycles (more weight tiles), the same multipliers per
+    # filter do not change them
+    per_filter = Config(base.model, (base.layers[0], LayerQuant(
+        "conv2", lq.w_formats, tuple("roup:p=2" if c % 2 else "exact" for c in range(16))),
+        base.layers[2]))
+    assert problem.evaluate(kern)["cycles"] > problem.evaluate(per_filter)["cycles"]
+    import pathlib
+    import tempfile
+
+    from mixpe.sw.explore.quanttoml import load_quant_toml, save_quant_toml
+    with tempfile.TemporaryDirectory() as d:
+        path = save_quant_toml(kern, pathlib.Path(d) / "k.toml")
+        layers = [(L.name, L.channels) for L in problem.net.layers]
+        assert load_quant_toml(path, layers, model=base.model).hash == kern.hash
 
 
 def test_expand_follows_sensitivity_order(problem):

@@ -146,6 +146,46 @@ class Problem:
             self._order = order
         return self._order
 
+    def kernel_order(self, i: int) -> list:
+        """Kernels ``(oc, ic)`` of conv layer ``i`` from least to most sensitive ([] when the
+        layer is not a groups=1 conv with more than one input channel).
+
+        Sensitivity of kernel ``(o, c)`` = Σ over calibration images of the squared change of
+        its partial accumulator (input channel ``c`` alone into filter ``o``) under int4 weights
+        and ``roup:p=2``, normalized by filter ``o``'s accumulator energy.
+        """
+        from ..emulate import conv2d as emu_conv2d
+        from .qnet import _multiplier
+
+        L = self.net.layers[i]
+        if L.kind != "conv" or L.groups != 1 or L.weight.shape[1] < 2:
+            return []
+        if not hasattr(self, "_korder"):
+            self._korder = {}
+        if i not in self._korder:
+            calib = self.data.x_train[:64]
+            ins: list = []
+            self.net.forward_codes(calib, self.int8_config(), collect=ins)
+            a = ins[i]
+            w8, _ = self.net.layer_weights(i, "int:bits=8,signed=1")
+            w4, _ = self.net.layer_weights(i, "int:bits=4,signed=1")
+            m8 = _multiplier("exact", "int:bits=8,signed=1")
+            m4 = _multiplier("roup:p=2", "int:bits=4,signed=1")
+            oc, cg = w8.shape[:2]
+            err = torch.zeros(oc, cg, dtype=torch.float64)
+            tot = torch.zeros(oc, dtype=torch.float64)
+            for c in range(cg):
+                kw = dict(stride=L.stride, padding=L.padding, acc_bits=64)
+                r = emu_conv2d(a[:, c:c + 1], w8[:, c:c + 1], m8, **kw).to(torch.float64)
+                q = emu_conv2d(a[:, c:c + 1], w4[:, c:c + 1], m4, **kw).to(torch.float64)
+                d = (q - r).movedim(1, 0).reshape(oc, -1)
+                err[:, c] = (d ** 2).sum(1)
+                tot += (r.movedim(1, 0).reshape(oc, -1) ** 2).sum(1)
+            sens = (err / (tot[:, None] + 1.0)).flatten()
+            order = torch.argsort(sens, stable=True).tolist()
+            self._korder[i] = [(k // cg, k % cg) for k in order]
+        return self._korder[i]
+
     def space(self, **kw) -> Space:
         L = self.net.layers
         kw["mults"] = tuple(m for m in kw.get("mults", _default_mults())

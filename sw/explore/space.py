@@ -2,8 +2,8 @@
 
 A :class:`Config` is fully explicit: for every conv/linear layer, one weight number format per
 output channel (``w_formats``) and one multiplier per output channel (``mults``: a spec per
-filter, or a tuple of specs per input channel — per kernel — for conv layers). Activations are int8 everywhere. ``Config.hash`` (sha256 of the canonical JSON) keys
-the result cache.
+filter, or a tuple of specs per input channel — per kernel — for conv layers). Activations are
+int8 everywhere. ``Config.hash`` (sha256 of the canonical JSON) keys the result cache.
 
 The catalog a search draws from is a :class:`Space`:
 
@@ -32,8 +32,8 @@ from pathlib import Path
 from ..formats import number_format
 from ..mult import multiplier
 
-__all__ = ["entry_specs", "LayerQuant", "Config", "LayerGene", "Space", "expand", "DEFAULT_W_FORMATS",
-           "DEFAULT_MULTS", "FRACTIONS", "load_config", "save_config", "INT8"]
+__all__ = ["entry_specs", "LayerQuant", "Config", "LayerGene", "Space", "expand",
+           "DEFAULT_W_FORMATS", "DEFAULT_MULTS", "FRACTIONS", "load_config", "save_config", "INT8"]
 
 #: Weight formats (short name → format spec); every grid fits the int8 weight port.
 DEFAULT_W_FORMATS = {

@@ -10,11 +10,13 @@ it fits the board. The scalar cost the greedy methods minimize is :meth:`Search.
   multiplier on the whole network; keep the cheapest feasible one; then for each layer in turn,
   try every Ax-BxP multiplier (and exact) on that layer alone and keep the cheapest feasible.
   Weights stay int8.
-* ``maxdnn`` — MAx-DNN (sensitivity-ordered layer, filter assignment with ROUP multipliers):
-  layers ordered by the loss each suffers alone under the most aggressive ROUP multiplier, least
-  sensitive first; in that order, the least sensitive 25/50/75/100 % of a layer's filters
-  (filter sensitivity: :meth:`Problem.sensitivity_order`) take each ROUP multiplier; the
-  cheapest feasible assignment is kept before moving to the next layer. Weights int8.
+* ``maxdnn`` — MAx-DNN (sensitivity-ordered layer, filter and kernel assignment with ROUP
+  multipliers): layers ordered by the loss each suffers alone under the most aggressive ROUP
+  multiplier, least sensitive first; in that order, the least sensitive 25/50/75/100 % of a
+  layer's filters (:meth:`Problem.sensitivity_order`) or 25/50/75 % of its kernels
+  (:meth:`Problem.kernel_order`, conv layers with several input channels) take each ROUP
+  multiplier; the cheapest feasible assignment is kept before moving to the next layer.
+  Weights int8.
 * ``ant`` — ANT (MSE type selection): every layer's weights get the 4-bit type of
   :func:`mixpe.sw.ant.select_type` (int / flint / PoT / float, mode ``ant-int-pot-float-flint``);
   candidates all-layers and first/last-int8 (ANT's rule); if neither is feasible, layers go back
@@ -114,7 +116,7 @@ def axbxp(s: Search) -> list[dict]:
     return s.of("axbxp")
 
 
-def maxdnn(s: Search) -> list[dict]:
+def maxdnn(s: Search, *, kernels: bool = True) -> list[dict]:
     sp = s.space
     lib = _family(sp, "roup")
     if not lib:
@@ -139,6 +141,17 @@ def maxdnn(s: Search) -> list[dict]:
                 for ch in sp.order[i][:n]:
                     ms[ch] = m
                 cands.append(_replace_layer(cur, i, LayerQuant(lq.name, lq.w_formats, tuple(ms))))
+        korder = s.problem.kernel_order(i) if kernels else []
+        if korder:  # kernel level: the least sensitive kernels of the whole layer
+            cg = int(s.problem.net.layers[i].weight.shape[1])
+            for frac in (0.25, 0.5, 0.75):
+                n = int(round(frac * len(korder)))
+                for m in lib:
+                    km = [list(r) for r in lq.kernel_mults(cg)]
+                    for o, ic in korder[:n]:
+                        km[o][ic] = m
+                    cands.append(_replace_layer(cur, i, LayerQuant(
+                        lq.name, lq.w_formats, tuple(tuple(r) for r in km))))
         best = s.cheapest(s.evaluate(cands, "maxdnn") + [cur_r])
         if best is not None:
             cur_r, cur = best, Config.from_dict(best["config"])
