@@ -676,8 +676,10 @@ class ExecuteUnit(wiring.Component):
         war = Signal()
         m.d.comb += war.eq(~dummy & _war_hit(self.war, MemSel.ACC, c_addr))
         c_adv = Signal()
+        c_rd = Signal()          # stage B takes a row this cycle if stage A offers one
         m.d.comb += [
-            c_adv.eq(a_active & ~raw & ~war & (~b_valid | feed.ready)),
+            c_rd.eq(~b_valid | feed.ready),
+            c_adv.eq(a_active & ~raw & ~war & c_rd),
         ]
 
         # ---- REQUANT state ------------------------------------------------------------------
@@ -705,10 +707,14 @@ class ExecuteUnit(wiring.Component):
         # ---- ports ----------------------------------------------------------------------------
         m.d.comb += [
             self.asp.addr.eq(a_addr),
-            self.asp.en.eq(c_adv),
+            # COMPUTE reads whenever stage B is free to take a row (not only when a row
+            # advances): a read nobody uses is harmless, and the block RAMs' enables then come
+            # from three registers instead of the interlock comparators (the ECP5 build's
+            # critical path was c_addr → RAW compare → c_adv → acc CEB, mostly routing)
+            self.asp.en.eq(c_rd),
             self.acc.addr.eq(Mux(rq_state == 2, rq_acc + rq_t, addr_t)),
-            self.acc.en.eq(c_adv | ((rq_state == 2) & (rq_t != rq_rows)
-                                    & int(self._lanes == Wd))),
+            self.acc.en.eq((c_rd & (rq_state == 0)) | ((rq_state == 2) & (rq_t != rq_rows)
+                                                       & int(self._lanes == Wd))),
             self.qsp.addr.eq(rq_qsp + rq_j),
             self.qsp.en.eq((rq_state == 1) & (rq_j != Wd)),
         ]

@@ -28,7 +28,7 @@ latency for a pipelined core; 0 for every shipped family).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from mixpe.sw.pe import PEConfig
@@ -44,10 +44,23 @@ def _wrap(total, bits):
     return total[:bits].as_signed()
 
 
+def _fits(total, bits):
+    """``total`` lies in ``[-2**(bits-1), 2**(bits-1) - 1]``: its bits from ``bits - 1`` up
+    are all equal (one LUT for ``total`` one bit wider than ``bits``, instead of two
+    magnitude comparators on the adder's carry chain)."""
+    if len(total) <= bits:
+        return Const(1, 1)
+    top = total[bits - 1:]
+    return (top == 0) | (top == (1 << len(top)) - 1)
+
+
 def _saturate(total, bits):
-    """Clamp to ``[-2**(bits-1), 2**(bits-1) - 1]``."""
+    """Clamp to ``[-2**(bits-1), 2**(bits-1) - 1]`` (the sign of ``total`` picks the bound
+    when it does not fit)."""
+    if len(total) <= bits:
+        return total
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return Mux(total > hi, hi, Mux(total < lo, lo, total))
+    return Mux(_fits(total, bits), total[:bits].as_signed(), Mux(total[-1], lo, hi))
 
 
 #: Accumulator overflow policies (``PEConfig.overflow`` → ``f(total, bits) -> Value``).
@@ -226,13 +239,12 @@ class ProcessingElement(wiring.Component):
         # stage 2: accumulate
         acc = Signal(signed(cfg.acc_bits), name="acc")
         ovf = Signal(name="ovf")
-        lo, hi = -(1 << (cfg.acc_bits - 1)), (1 << (cfg.acc_bits - 1)) - 1
         restart = ctrl["clear"] | ctrl["load"]
         base = Signal(signed(cfg.acc_bits), name="base")
         m.d.comb += base.eq(Mux(ctrl["load"], ctrl["d"], Mux(ctrl["clear"], 0, acc)))
         total = Signal(signed(max(cfg.acc_bits, len(p)) + 1), name="total")
         m.d.comb += total.eq(base + p)
-        out_of_range = (total < lo) | (total > hi)
+        out_of_range = ~_fits(total, cfg.acc_bits)
         with m.If(ctrl["valid"]):
             m.d.sync += [
                 acc.eq(OVERFLOW_POLICIES[cfg.overflow](total, cfg.acc_bits)),

@@ -15,14 +15,17 @@ no wide adder: for ``shift = s >= 1``, ``floor((t + 2^(s-1)) / 2^s) = (floor(t /
 values, so any value outside that window ends at the same ``lo``/``hi`` whatever the zero point
 (the same argument the reference uses for its ``±2^40`` clamp).
 
-Pipeline (one value per cycle, :attr:`Requantizer.latency` = 5 register stages, all stalled
-together by ``o_stream.ready``)::
+Pipeline (one value per cycle, :attr:`Requantizer.latency` = 7 register stages, all stalled
+together by ``o_stream.ready``; split so that every stage holds one carry chain or one
+shifter and meets 100 MHz on the ECP5)::
 
     S1  x = acc + bias, mult, sa = max(shift - 1, 0), round = shift != 0
     S2  p_lo = x · mult[0:16] (unsigned),  p_hi = x · mult[16:32] (signed)    two DSP-sized
     S3  t = (p_hi << 16) + p_lo                                                products
-    S4  u = clamp(t >> sa, -2^19, 2^19 - 1);  v = round ? (u + 1) >> 1 : u
-    S5  y = clamp((relu ? max(v, 0) : v) + zp, lo, hi)
+    S4  u = clamp(t >> sa, -2^19, 2^19 - 1)
+    S5  v = round ? (u + 1) >> 1 : u;  r = relu ? max(v, 0) : v
+    S6  z = r + zp
+    S7  y = clamp(z, lo, hi)              (max with lo, then min with hi)
 
 S4 uses a shifter that narrows at each stage (only ``20 + 2^b - 1`` bits can matter after the
 shift by ``2^b``; wider values have overflowed).
@@ -32,7 +35,7 @@ shift by ``2^b``; wider values have overflowed).
 the 2-bit digits of ``mult`` (``x·d`` is one of ``0, x, 2x, 3x``; the sign of ``mult`` is the
 start value ``-x``), then 16 steps shift it right by 4 bits at a time and the last one shifts
 the remaining 0 … 3 bits and clamps. One value every :data:`SERIAL_INTERVAL` = 16 cycles,
-latency :data:`SERIAL_LATENCY` = 34.
+latency :data:`SERIAL_LATENCY` = 36.
 
 The core (``hw/core.py``) instantiates ``min(rows, cols)`` of them side by side, so a REQUANT
 converts one accumulator row per cycle (or one serial requantizer on small FPGAs).
@@ -48,9 +51,9 @@ __all__ = ["Requantizer", "REQUANT_LATENCY", "SERIAL_LATENCY", "SERIAL_INTERVAL"
            "MULT_BITS", "SHIFT_BITS"]
 
 #: Pipeline stages from an accepted input to its output beat (with ``o_stream.ready`` high).
-REQUANT_LATENCY = 5
-#: The same for ``serial=True`` (load, 16 multiply steps, 16 shift steps, S4, S5).
-SERIAL_LATENCY = 34
+REQUANT_LATENCY = 7
+#: The same for ``serial=True`` (load, 16 multiply steps, 16 shift steps, S4 … S7).
+SERIAL_LATENCY = 36
 #: Cycles between accepted inputs of a ``serial`` requantizer.
 SERIAL_INTERVAL = 16
 #: Width of the signed result (``zp``, ``lo``, ``hi`` are 16-bit CONFIG fields).
@@ -174,27 +177,40 @@ class Requantizer(wiring.Component):
             # S4: u = t >> (shift - 1), clamped to 20 bits, then the rounding bit:
             # floor((t + 2^(s-1)) / 2^s) = (floor(t / 2^(s-1)) + 1) >> 1 for s >= 1
             u_sat = _shift_clamp(m, t3, sa3, _U_BITS)
-        v4 = Signal(signed(_U_BITS))
+        # S4 registers the clamped shift (the shifter's mux levels and the rounding adder do
+        # not fit one ECP5 cycle at 100 MHz together)
+        u4 = Signal(signed(_U_BITS))
+        round4 = Signal()
         valid4 = Signal()
         tag4 = Signal(self._tag_bits)
         with m.If(en):
-            m.d.sync += [v4.eq(Mux(round3, (u_sat + 1) >> 1, u_sat)), valid4.eq(valid3),
-                         tag4.eq(tag3)]
-        # S5: ReLU, zero point, clamp (torch.clamp order: max with lo, then min with hi)
-        r = Signal(signed(_U_BITS))
-        z = Signal(signed(_U_BITS + 1))
-        zl = Signal(signed(_U_BITS + 1))
-        y5 = Signal(signed(OUT_BITS))
+            m.d.sync += [u4.eq(u_sat), round4.eq(round3), valid4.eq(valid3), tag4.eq(tag3)]
+        # S5: the rounding bit, floor((t + 2^(s-1)) / 2^s) = (floor(t / 2^(s-1)) + 1) >> 1
+        # for s >= 1, then ReLU
+        v = Signal(signed(_U_BITS))
+        r5 = Signal(signed(_U_BITS))
         valid5 = Signal()
         tag5 = Signal(self._tag_bits)
-        m.d.comb += [
-            r.eq(Mux(self.relu & (v4 < 0), 0, v4)),
-            z.eq(r + self.zp),
-            zl.eq(Mux(z < self.lo, self.lo, z)),
-        ]
+        m.d.comb += v.eq(Mux(round4, (u4 + 1) >> 1, u4))
         with m.If(en):
-            m.d.sync += [y5.eq(Mux(zl > self.hi, self.hi, zl)), valid5.eq(valid4),
+            m.d.sync += [r5.eq(Mux(self.relu & v[-1], 0, v)), valid5.eq(valid4),
                          tag5.eq(tag4)]
+        # S6: zero point
+        z6 = Signal(signed(_U_BITS + 1))
+        valid6 = Signal()
+        tag6 = Signal(self._tag_bits)
+        with m.If(en):
+            m.d.sync += [z6.eq(r5 + self.zp), valid6.eq(valid5), tag6.eq(tag5)]
+        # S7: clamp in torch.clamp order, min(max(z, lo), hi), with the three comparisons
+        # side by side: z < lo gives lo, or hi when lo > hi; else z > hi gives hi
+        y7 = Signal(signed(OUT_BITS))
+        valid7 = Signal()
+        tag7 = Signal(self._tag_bits)
+        clamped = Mux(z6 < self.lo, Mux(self.lo > self.hi, self.hi, self.lo),
+                      Mux(z6 > self.hi, self.hi, z6))
+        with m.If(en):
+            m.d.sync += [y7.eq(clamped), valid7.eq(valid6), tag7.eq(tag6)]
+        y5, valid5, tag5 = y7, valid7, tag7
         m.d.comb += [o.valid.eq(valid5), o.payload.y.eq(y5)]
         if self._tag_bits:
             m.d.comb += o.payload.tag.eq(tag5)
