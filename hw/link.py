@@ -73,6 +73,9 @@ class HostLink(wiring.Component):
     timeout_cycles : int (keyword-only)
         Clock cycles without a byte inside a frame before ``ERR_TIMEOUT``, in
         ``[16, 2**32 - 1]`` (the SoC uses 256 byte times).
+    counter_bits : int (keyword-only)
+        Width of the link counters (COUNTERS, zero-extended to u32, wrapping), in
+        ``[8, 32]``; default 32 (16 saves ~100 LUTs on small FPGAs).
 
     Members
     -------
@@ -98,7 +101,8 @@ class HostLink(wiring.Component):
     """
 
     def __init__(self, config: CoreConfig, *, max_payload: int = P.MAX_PAYLOAD,
-                 in_words: int = 512, out_words: int = 512, timeout_cycles: int = 10240):
+                 in_words: int = 512, out_words: int = 512, timeout_cycles: int = 10240,
+                 counter_bits: int = 32):
         try:
             if not isinstance(config, CoreConfig):
                 raise TypeError(f"config must be a CoreConfig, not {config!r}")
@@ -109,9 +113,14 @@ class HostLink(wiring.Component):
                     16 <= timeout_cycles < 2 ** 32):
                 raise ValueError(f"timeout_cycles must be an integer in [16, 2**32 - 1], not "
                                  f"{timeout_cycles!r}")
+            if isinstance(counter_bits, bool) or not isinstance(counter_bits, int) or not (
+                    8 <= counter_bits <= 32):
+                raise ValueError(f"counter_bits must be an integer in [8, 32], not "
+                                 f"{counter_bits!r}")
         except Exception:
             self._MustUse__silence = True  # no UnusedElaboratable warning for bad parameters
             raise
+        self._counter_bits = counter_bits
         self._config = config
         self._timeout = timeout_cycles
         super().__init__({
@@ -190,11 +199,15 @@ class HostLink(wiring.Component):
         timer = Signal(range(self._timeout + 1))
         status = Signal(8)
 
-        # Response: resp_len payload bytes; the first vec_len from `vec` (shifted out), the rest
-        # from 32-bit words of the core (READ_MEM) or of the output ring (STREAM_OUT).
-        VEC_BYTES = 40
-        vec = Signal(8 * VEC_BYTES)
-        vec_len = Signal(range(VEC_BYTES + 1))
+        # Response: resp_len payload bytes, sent word by word: the first pre_n words from the
+        # frame buffer (written by "Fill" from the pre_kind snapshot), the rest from the core
+        # (READ_MEM) or from the output ring (STREAM_OUT).
+        PRE_MAX = 10
+        pre_kind = Signal(3)
+        pre_n = Signal(range(PRE_MAX + 1))
+        fill_i = Signal(range(PRE_MAX + 1))
+        widx = Signal(range(PRE_MAX + 1))
+        pend_fb = Signal()
         resp_len = Signal(16)
         src_core = Signal()   # word source: core_o (else the output ring)
         after_micro = Signal()  # restore imem[0..1] after the response
@@ -205,17 +218,18 @@ class HostLink(wiring.Component):
 
         # -- run state -----------------------------------------------------------------------
         running = Signal()
-        in_count = Signal(32)
-        out_wr = Signal(32)
-        out_base = Signal(32)
-        rd_ptr = Signal(32)
+        # stream counts are kept modulo 2**16 (offsets are compared modulo 2**16)
+        in_count = Signal(16)
+        out_wr = Signal(16)
+        out_base = Signal(16)
+        rd_ptr = Signal(16)
         run_cycles = Signal(32)
         shadow0 = Signal(64)
         shadow1 = Signal(64)
-        cnt = {k: Signal(32, name=f"cnt_{k}") for k in P.LINK_COUNTERS}
+        cnt = {k: Signal(self._counter_bits, name=f"cnt_{k}") for k in P.LINK_COUNTERS}
         m.d.comb += self.running.eq(running)
 
-        out_level = Signal(32)
+        out_level = Signal(16)
         m.d.comb += out_level.eq(out_wr - out_base)
         in_free = Signal(range(self._in_words + 1))
         m.d.comb += in_free.eq(self._in_words - ififo.level)
@@ -281,14 +295,13 @@ class HostLink(wiring.Component):
         mem_f = p0[0:8]
         addr_f = p0[16:32]
         rows_f = p1[0:16]
-        rw = Signal(8)
         depth = Signal(16)
+        data_words = Signal(20)
         with m.Switch(mem_f):
             for i, name in enumerate(MEMORIES):
-                with m.Case(i):
-                    m.d.comb += [rw.eq(cfg.row_words(name)), depth.eq(cfg.memory.depth(name))]
-        data_words = Signal(32)
-        m.d.comb += data_words.eq(rows_f * rw)
+                with m.Case(i):  # (a constant multiplication: shifts and adds)
+                    m.d.comb += [data_words.eq(rows_f * cfg.row_words(name)),
+                                 depth.eq(cfg.memory.depth(name))]
         mem_ok = Signal()
         m.d.comb += mem_ok.eq(mem_f < len(MEMORIES))
         range_ok = Signal()
@@ -310,16 +323,27 @@ class HostLink(wiring.Component):
         END_WORD = isa.encode(isa.Instr(isa.Opcode.END))
 
         flags = Cat(running, self.core_busy, self.core_done)
-        status_vec = Cat(flags, C(0, 13), in_free16, out_level[:16], C(0, 16),
-                         in_count, out_wr, run_cycles)
-        ident = int.from_bytes(self.identify_payload(), "little")
-        counters_vec = Cat(*[cnt[k] for k in P.LINK_COUNTERS])
+        ident = self.identify_payload()
+        u32 = lambda v: Cat(v, C(0, 32 - len(v))) if len(v) < 32 else v[:32]  # noqa: E731
+        PRE = {  # kind: words (little-endian u32 fields of docs/protocol.md)
+            1: [C(int.from_bytes(ident[4 * j:4 * j + 4], "little"), 32) for j in range(10)],
+            2: [Cat(flags, C(0, 13), in_free16), u32(out_level), u32(in_count), u32(out_wr),
+                run_cycles],
+            3: [u32(cnt[k]) for k in P.LINK_COUNTERS],
+            4: [Cat(in_free16, out_level)],
+            5: [Cat(flags, C(0, 13), in_free16)],
+        }
+        KIND = {"ident": 1, "status": 2, "counters": 3, "sin": 4, "sout": 5}
+        fill_word = Signal(32)
+        with m.Switch(pre_kind):
+            for k, ws in PRE.items():
+                with m.Case(k):
+                    m.d.comb += fill_word.eq(Array(ws)[fill_i] if len(ws) > 1 else ws[0])
 
-        def respond(st, n=0, vbytes=0, vvalue=None):
-            stmts = [status.eq(st), resp_len.eq(n), vec_len.eq(vbytes)]
-            if vvalue is not None:
-                stmts.append(vec.eq(vvalue))
-            return stmts
+        def respond(st, n=0, kind=None):
+            return [status.eq(st), resp_len.eq(n), fill_i.eq(0),
+                    pre_kind.eq(KIND[kind] if kind else 0),
+                    pre_n.eq(len(PRE[KIND[kind]]) if kind else 0)]
 
         # imem write port: micro-programs, restores, WRITE_PROG
         m.d.comb += self.core_rst.eq(0)
@@ -359,7 +383,7 @@ class HostLink(wiring.Component):
                 with m.Elif(timer == self._timeout - 1):
                     m.d.sync += respond(P.Status.ERR_TIMEOUT)
                     m.d.sync += cnt["err_timeout"].eq(cnt["err_timeout"] + 1)
-                    m.next = "Tx-Sync-0"
+                    m.next = "Fill"
                 with m.Else():
                     m.d.sync += timer.eq(timer + 1)
 
@@ -381,7 +405,7 @@ class HostLink(wiring.Component):
                             with m.If(n > MP):
                                 m.d.sync += respond(P.Status.ERR_LENGTH)
                                 m.d.sync += cnt["err_length"].eq(cnt["err_length"] + 1)
-                                m.next = "Tx-Sync-0"
+                                m.next = "Fill"
                             with m.Elif(n == 0):
                                 m.next = "CRC"
                             with m.Else():
@@ -416,7 +440,7 @@ class HostLink(wiring.Component):
                 with m.If(~rx_crc.match_detected):
                     m.d.sync += respond(P.Status.ERR_CRC)
                     m.d.sync += cnt["err_crc"].eq(cnt["err_crc"] + 1)
-                    m.next = "Tx-Sync-0"
+                    m.next = "Fill"
                 with m.Else():
                     m.next = "Decode"
 
@@ -424,7 +448,7 @@ class HostLink(wiring.Component):
                 ok = cnt["frames_ok"].eq(cnt["frames_ok"] + 1)
                 e_len = [cnt["err_length"].eq(cnt["err_length"] + 1)]
                 e_oth = [cnt["err_other"].eq(cnt["err_other"] + 1)]
-                m.next = "Tx-Sync-0"
+                m.next = "Fill"
                 m.d.sync += [after_micro.eq(0), src_core.eq(0)]
                 with m.Switch(opcode):
                     with m.Case(P.Opcode.IDENTIFY, P.Opcode.STATUS, P.Opcode.COUNTERS,
@@ -434,13 +458,13 @@ class HostLink(wiring.Component):
                         with m.Else():
                             with m.Switch(opcode):
                                 with m.Case(P.Opcode.IDENTIFY):
-                                    m.d.sync += respond(P.Status.OK, 40, 40, ident)
+                                    m.d.sync += respond(P.Status.OK, 40, "ident")
                                     m.d.sync += ok
                                 with m.Case(P.Opcode.STATUS):
-                                    m.d.sync += respond(P.Status.OK, 20, 20, status_vec)
+                                    m.d.sync += respond(P.Status.OK, 20, "status")
                                     m.d.sync += ok
                                 with m.Case(P.Opcode.COUNTERS):
-                                    m.d.sync += respond(P.Status.OK, 32, 32, counters_vec)
+                                    m.d.sync += respond(P.Status.OK, 32, "counters")
                                     m.d.sync += ok
                                 with m.Case(P.Opcode.RUN):
                                     with m.If(running):
@@ -488,24 +512,22 @@ class HostLink(wiring.Component):
                         k = (length - 4)[2:]
                         with m.If((length < 8) | (length[:2] != 0)):
                             m.d.sync += respond(P.Status.ERR_LENGTH) + e_len
-                        with m.Elif(p0 == in_count):
+                        with m.Elif(p0[:16] == in_count):
                             with m.If(k > in_free):
                                 m.d.sync += respond(P.Status.ERR_FULL) + e_oth
                             with m.Else():
                                 m.d.sync += [feed_ptr.eq(1), feed_end.eq(length[2:]),
                                              feed_to_fifo.eq(1), in_count.eq(in_count + k), ok]
                                 m.next = "Stream-In"
-                        with m.Elif((in_count - p0)[:32] >= k):
+                        with m.Elif((in_count - p0[:16])[:16] >= k):
                             m.d.sync += ok
-                            m.d.sync += respond(P.Status.OK, 4, 4,
-                                                Cat(in_free16,
-                                                    out_level[:16]))
+                            m.d.sync += respond(P.Status.OK, 4, "sin")
                         with m.Else():
                             m.d.sync += respond(P.Status.ERR_ARG) + e_oth
                     with m.Case(P.Opcode.STREAM_OUT):
-                        ack = Signal(32)
-                        m.d.comb += ack.eq(p0 - out_base)
-                        avail = Signal(32)
+                        ack = Signal(16)
+                        m.d.comb += ack.eq(p0[:16] - out_base)
+                        avail = Signal(16)
                         m.d.comb += avail.eq(out_level - ack)
                         kk = Signal(16)
                         m.d.comb += kk.eq(Mux(p1[:16] < avail, p1[:16], avail))
@@ -517,8 +539,7 @@ class HostLink(wiring.Component):
                             m.d.sync += respond(P.Status.ERR_ARG) + e_oth
                         with m.Else():
                             m.d.sync += [out_base.eq(p0), rd_ptr.eq(p0), src_core.eq(0), ok]
-                            m.d.sync += respond(P.Status.OK, 4 + 4 * kk2, 4,
-                                                Cat(flags, C(0, 13), in_free16))
+                            m.d.sync += respond(P.Status.OK, 4 + 4 * kk2, "sout")
                     with m.Default():
                         m.d.sync += respond(P.Status.ERR_OPCODE)
                         m.d.sync += cnt["err_opcode"].eq(cnt["err_opcode"] + 1)
@@ -534,8 +555,8 @@ class HostLink(wiring.Component):
                 m.d.comb += self.core_start.eq(1)
                 with m.If(micro_op):
                     m.d.sync += [src_core.eq(1), after_micro.eq(1)]
-                    m.d.sync += respond(P.Status.OK, 4 * data_words, 0)
-                    m.next = "Tx-Sync-0"
+                    m.d.sync += respond(P.Status.OK, 4 * data_words)
+                    m.next = "Fill"
                 with m.Else():
                     m.d.sync += [feed_ptr.eq(2), feed_end.eq(length[2:]), feed_to_fifo.eq(0)]
                     m.next = "Micro-Feed"
@@ -544,7 +565,7 @@ class HostLink(wiring.Component):
                 with m.If(feed_idle & self.core_done):
                     m.d.sync += [after_micro.eq(1), feed_end.eq(0), feed_ptr.eq(0)]
                     m.d.sync += respond(P.Status.OK)
-                    m.next = "Tx-Sync-0"
+                    m.next = "Fill"
             with m.State("Micro-Wait"):  # READ_MEM: the response is sent; END follows
                 with m.If(self.core_done):
                     m.d.sync += idx.eq(0)
@@ -575,7 +596,7 @@ class HostLink(wiring.Component):
                 m.d.sync += wp_j.eq(wp_j + 1)
                 with m.If(wp_j + 1 == (length - 4)[3:]):
                     m.d.sync += respond(P.Status.OK)
-                    m.next = "Tx-Sync-0"
+                    m.next = "Fill"
                 with m.Else():
                     m.next = "Prog-Lo"
 
@@ -585,11 +606,16 @@ class HostLink(wiring.Component):
                     m.d.sync += [feed_to_fifo.eq(0), feed_end.eq(0), feed_ptr.eq(0)]
                     m.next = "Stream-In-Resp"
             with m.State("Stream-In-Resp"):  # levels after the push
-                m.d.sync += respond(P.Status.OK, 4, 4,
-                                    Cat(in_free16, out_level[:16]))
-                m.next = "Tx-Sync-0"
+                m.d.sync += respond(P.Status.OK, 4, "sin")
+                m.next = "Fill"
 
             # -- transmit a response ---------------------------------------------------------
+            with m.State("Fill"):  # snapshot the prefix words into the frame buffer
+                with m.If(fill_i < pre_n):
+                    m.d.comb += [fb_w.addr.eq(fill_i), fb_w.data.eq(fill_word), fb_w.en.eq(1)]
+                    m.d.sync += fill_i.eq(fill_i + 1)
+                with m.Else():
+                    m.next = "Tx-Sync-0"
             with m.State("Tx-Sync-0"):
                 m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(0xA5)]
                 with m.If(status != P.Status.OK):
@@ -600,7 +626,8 @@ class HostLink(wiring.Component):
                 m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(0x5A),
                              tx_crc.start.eq(1)]
                 with m.If(tx_take):
-                    m.d.sync += [tx_cnt.eq(0), have_w.eq(0), pend_w.eq(0), lane.eq(0)]
+                    m.d.sync += [tx_cnt.eq(0), have_w.eq(0), pend_w.eq(0), lane.eq(0),
+                                 widx.eq(0)]
                     m.next = "Tx-Header"
             with m.State("Tx-Header"):
                 hdr = Cat(opcode, status, seq, resp_len)
@@ -615,29 +642,28 @@ class HostLink(wiring.Component):
                         with m.Else():
                             m.next = "Tx-Payload"
             with m.State("Tx-Payload"):
-                from_vec = tx_cnt < vec_len
-                with m.If(from_vec):
-                    m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(vec[:8])]
+                with m.If(have_w):
+                    m.d.comb += [self.tx.valid.eq(1),
+                                 self.tx.payload.eq(txw.word_select(lane, 8))]
                     with m.If(tx_take):
-                        m.d.sync += vec.eq(vec >> 8)
+                        m.d.sync += lane.eq(lane + 1)
+                        with m.If(lane == 3):
+                            m.d.sync += have_w.eq(0)
+                with m.Elif(pend_w):  # a synchronous read was issued last cycle
+                    m.d.sync += [txw.eq(Mux(pend_fb, fb_r.data, ob_r.data)), have_w.eq(1),
+                                 pend_w.eq(0)]
+                    with m.If(~pend_fb):
+                        m.d.sync += rd_ptr.eq(rd_ptr + 1)
+                with m.Elif(widx < pre_n):
+                    m.d.comb += [fb_rd_addr.eq(widx), fb_rd_en.eq(1)]
+                    m.d.sync += [pend_w.eq(1), pend_fb.eq(1), widx.eq(widx + 1)]
+                with m.Elif(src_core):
+                    m.d.comb += self.core_o.ready.eq(~running)
+                    with m.If(self.core_o.valid & ~running):
+                        m.d.sync += [txw.eq(self.core_o.payload), have_w.eq(1)]
                 with m.Else():
-                    with m.If(have_w):
-                        m.d.comb += [self.tx.valid.eq(1),
-                                     self.tx.payload.eq(txw.word_select(lane, 8))]
-                        with m.If(tx_take):
-                            m.d.sync += lane.eq(lane + 1)
-                            with m.If(lane == 3):
-                                m.d.sync += have_w.eq(0)
-                    with m.Elif(src_core):
-                        m.d.comb += self.core_o.ready.eq(~running)
-                        with m.If(self.core_o.valid & ~running):
-                            m.d.sync += [txw.eq(self.core_o.payload), have_w.eq(1)]
-                    with m.Elif(pend_w):
-                        m.d.sync += [txw.eq(ob_r.data), have_w.eq(1), pend_w.eq(0),
-                                     rd_ptr.eq(rd_ptr + 1)]
-                    with m.Else():
-                        m.d.comb += [ob_r.addr.eq(rd_ptr[:ob_ab]), ob_r.en.eq(1)]
-                        m.d.sync += pend_w.eq(1)
+                    m.d.comb += [ob_r.addr.eq(rd_ptr[:ob_ab]), ob_r.en.eq(1)]
+                    m.d.sync += [pend_w.eq(1), pend_fb.eq(0)]
                 m.d.comb += tx_crc.valid.eq(tx_take)
                 with m.If(tx_take):
                     m.d.sync += tx_cnt.eq(tx_cnt + 1)

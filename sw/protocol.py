@@ -356,7 +356,8 @@ class BoardModel:
 
     def _status(self) -> StatusInfo:
         return StatusInfo(self.running, self.running, not self.running, self.in_words -
-                          len(self.in_fifo), len(self.out_buf), self.in_count, self.out_count, 0)
+                          len(self.in_fifo), len(self.out_buf), self.in_count & 0xFFFF,
+                          self.out_count & 0xFFFF, 0)
 
     def feed(self, data: bytes) -> bytes:
         """Take host bytes; return the board's response bytes (complete frames only)."""
@@ -480,15 +481,15 @@ class BoardModel:
         if op == Opcode.STREAM_IN:
             if n < 8 or n % 4:
                 return Status.ERR_LENGTH, b""
-            off = struct.unpack_from("<I", p)[0]
+            off = struct.unpack_from("<I", p)[0] & 0xFFFF  # offsets are compared mod 2**16
             k = (n - 4) // 4
-            if off == self.in_count:
+            if off == self.in_count & 0xFFFF:
                 if k > self.in_words - len(self.in_fifo):
                     return Status.ERR_FULL, b""
                 self.in_fifo += struct.unpack_from(f"<{k}I", p, 4)
                 self.in_count += k
                 self._advance()
-            elif not ((self.in_count - off) & 0xFFFFFFFF) >= k:
+            elif not ((self.in_count - off) & 0xFFFF) >= k:
                 return Status.ERR_ARG, b""
             s = self._status()
             return Status.OK, struct.pack("<HH", s.in_free, s.out_level)
@@ -496,11 +497,11 @@ class BoardModel:
             if n != 8:
                 return Status.ERR_LENGTH, b""
             off, mx, _ = struct.unpack("<IHH", p)
-            ack = (off - self.out_base) & 0xFFFFFFFF
+            ack = (off - self.out_base) & 0xFFFF
             if ack > len(self.out_buf):
                 return Status.ERR_ARG, b""
             del self.out_buf[:ack]
-            self.out_base = off
+            self.out_base += ack
             self._advance()
             k = min(mx, len(self.out_buf), self.max_payload // 4 - 1)
             s = self._status()
