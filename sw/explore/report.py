@@ -35,6 +35,7 @@ def _savefig(fig, path: Path):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".png")
     os.close(fd)
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -104,8 +105,17 @@ def _heatmap(summary, out: Path) -> list[tuple[str, str]]:
             chosen.append((f"best {m}", v["best"]))
     if not chosen:
         return []
+    def _entries(lq):
+        return [lq["mult"]] * lq["channels"] if isinstance(lq["mult"], str) else lq["mult"]
+
+    def _major(e):  # a filter's multiplier; per kernel: the most common one
+        if isinstance(e, str):
+            return e
+        from collections import Counter
+        return Counter(e).most_common(1)[0][0]
+
     mults = sorted({m for _, h in chosen for lq in res[h]["config"]["layers"]
-                    for m in ([lq["mult"]] if isinstance(lq["mult"], str) else lq["mult"])})
+                    for e in _entries(lq) for m in ([e] if isinstance(e, str) else e)})
     mults.sort(key=lambda m: (m != "exact", m))
     fig, axes = plt.subplots(len(chosen), 1, figsize=(12, 1.3 + 0.9 * len(chosen) *
                                                      len(summary["layers"]) / 3),
@@ -116,13 +126,13 @@ def _heatmap(summary, out: Path) -> list[tuple[str, str]]:
         width = max(lq["channels"] for lq in layers)
         grid = np.full((len(layers), width), np.nan)
         for i, lq in enumerate(layers):
-            ms = [lq["mult"]] * lq["channels"] if isinstance(lq["mult"], str) else lq["mult"]
+            ms = _entries(lq)
             wf = [lq["w_format"]] * lq["channels"] if isinstance(lq["w_format"], str) \
                 else lq["w_format"]
             for c, (m, w) in enumerate(zip(ms, wf)):
-                grid[i, c] = mults.index(m)
+                grid[i, c] = mults.index(_major(m))
                 short = w.split(":")[0] + (w.split("bits=")[1].split(",")[0] if "bits=" in w
-                                           else "4")
+                                           else "4") + ("" if isinstance(m, str) else "/k")
                 ax.text(c, i, short, ha="center", va="center", fontsize=5)
         ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(mults) - 0.5, aspect="auto")
         ax.set_yticks(range(len(layers)), [lq["name"] for lq in layers])
@@ -136,8 +146,9 @@ def _heatmap(summary, out: Path) -> list[tuple[str, str]]:
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     _savefig(fig, out / "heatmap.png")
     plt.close(fig)
-    return [("Chosen config per layer (colour: multiplier per filter; text: weight format "
-             "per channel)", "heatmap.png")]
+    return [("Chosen config per layer (colour: multiplier per filter, the most common one "
+             "for per-kernel filters marked /k; text: weight format per channel)",
+             "heatmap.png")]
 
 
 def _tables(summary) -> list[str]:
@@ -165,7 +176,8 @@ def _tables(summary) -> list[str]:
     lines.append("")
     lines.append("## Goal: each seed method's best config vs the exploration")
     lines.append("")
-    lines.append(f"A method's best = lexicographic minimum of ({', '.join(g['keys'])}) among its "
+    order = [k for k in ("energy", "lut4", "cycles") if k in g["keys"]]
+    lines.append(f"A method's best = lexicographic minimum of ({', '.join(order)}) among its "
                  "feasible configs; it is *beaten* when a feasible config of the exploration is "
                  f"no worse on every one of {', '.join(g['keys'])} and better on at least one "
                  "(the beater shown is the best such config). Goal "
@@ -207,9 +219,11 @@ def _tables(summary) -> list[str]:
                  " `sw/emulate` products, `sw/requant` requantization); LUT4/FF/DSP/BRAM from the "
                  "synthesized core (`bench/results/core_fit.md`) plus the synthesized PE "
                  "library (`bench/results/pe_cost.md`) per run-time multiplier variant; cycles "
-                 "from `sw/cyclemodel.py` on the compiled programs; the energy proxy is RTL "
-                 "net-bit toggles per MAC measured in Verilator on real layer operand streams "
-                 "(`sim/energy.py`) — a proxy, not a power estimate.")
+                 "from `sw/cyclemodel.py` on the compiled programs; the energy proxy is the "
+                 "toggles per MAC of the multiplier's gate-level netlist (Yosys 2-input gates), "
+                 "counted by Verilator on real layer operand streams (`sim/energy.py`) — a "
+                 "proxy, not a power estimate. Synthesis is not run per candidate: resources "
+                 "add synthesized core and multiplier numbers (`docs/explore.md`).")
     return lines
 
 
@@ -240,6 +254,13 @@ def write_report(directory, *, fmt: str = "md", out=None) -> Path:
                 link = f"{path.stem}_{name}"
                 shutil.copyfile(d / name, path.parent / link)
             text += [f"### {title}", "", f"![{title}]({link})", ""]
+        if out:  # the chosen quant TOMLs beside the report, links rewritten
+            import shutil
+            cdir = path.parent / f"{path.stem}_configs"
+            if cdir.exists():
+                shutil.rmtree(cdir)
+            shutil.copytree(d / "configs", cdir)
+            body = [line.replace("`configs/", f"`{cdir.name}/") for line in body]
         text += body
         content = "\n".join(text) + "\n"
     else:
@@ -256,5 +277,6 @@ def write_report(directory, *, fmt: str = "md", out=None) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(content)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
