@@ -15,22 +15,24 @@ no wide adder: for ``shift = s >= 1``, ``floor((t + 2^(s-1)) / 2^s) = (floor(t /
 values, so any value outside that window ends at the same ``lo``/``hi`` whatever the zero point
 (the same argument the reference uses for its ``±2^40`` clamp).
 
-Pipeline (one value per cycle, :attr:`Requantizer.latency` = 7 register stages, all stalled
-together by ``o_stream.ready``; split so that every stage holds one carry chain or one
-shifter and meets 100 MHz on the ECP5)::
+Pipeline (one value per cycle, :attr:`Requantizer.latency` = 8 register stages, all stalled
+together by ``o_stream.ready``; split so that every stage holds one multiplier, one carry
+chain or one shifter and the unit meets 100 MHz on the ECP5)::
 
     S1  x = acc + bias, mult, sa = max(shift - 1, 0), round = shift != 0
-    S2  p_lo = x · mult[0:16] (unsigned),  p_hi = x · mult[16:32] (signed)    two DSP-sized
-    S3  t = (p_hi << 16) + p_lo                                                products
-    S4  u = clamp(t >> sa, -2^19, 2^19 - 1)
-    S5  v = round ? (u + 1) >> 1 : u;  r = relu ? max(v, 0) : v
-    S6  z = r + zp
-    S7  y = clamp(z, lo, hi)              (max with lo, then min with hi)
+    S2  xh·mh, xh·ml, xl·mh, xl·ml      x = xh·2^17 + xl, mult = mh·2^16 + ml (xl, ml
+                                        unsigned): four products of <= 18 × 18 bits (DSPs)
+    S3  hi = (xh·mh << 16) + xh·ml,  lo = (xl·mh << 16) + xl·ml
+    S4  t = (hi << 17) + lo             = x · mult, exact
+    S5  u = clamp(t >> sa, -2^19, 2^19 - 1)
+    S6  v = round ? (u + 1) >> 1 : u;  r = relu ? max(v, 0) : v
+    S7  z = r + zp
+    S8  y = clamp(z, lo, hi)            (max with lo, then min with hi)
 
-S4 uses a shifter that narrows at each stage (only ``20 + 2^b - 1`` bits can matter after the
+S5 uses a shifter that narrows at each stage (only ``20 + 2^b - 1`` bits can matter after the
 shift by ``2^b``; wider values have overflowed).
 
-``serial=True`` (small FPGAs: no DSP block, ~a quarter of the logic) replaces S2–S4 by two
+``serial=True`` (small FPGAs: no DSP block, ~a quarter of the logic) replaces S2–S5 by two
 16-cycle stages that overlap for consecutive values: 16 radix-4 Horner steps build ``t`` from
 the 2-bit digits of ``mult`` (``x·d`` is one of ``0, x, 2x, 3x``; the sign of ``mult`` is the
 start value ``-x``), then 16 steps shift it right by 4 bits at a time and the last one shifts
@@ -51,8 +53,8 @@ __all__ = ["Requantizer", "REQUANT_LATENCY", "SERIAL_LATENCY", "SERIAL_INTERVAL"
            "MULT_BITS", "SHIFT_BITS"]
 
 #: Pipeline stages from an accepted input to its output beat (with ``o_stream.ready`` high).
-REQUANT_LATENCY = 7
-#: The same for ``serial=True`` (load, 16 multiply steps, 16 shift steps, S4 … S7).
+REQUANT_LATENCY = 8
+#: The same for ``serial=True`` (load, 16 multiply steps, 16 shift steps, S5 … S8).
 SERIAL_LATENCY = 36
 #: Cycles between accepted inputs of a ``serial`` requantizer.
 SERIAL_INTERVAL = 16
@@ -174,10 +176,9 @@ class Requantizer(wiring.Component):
             valid3 = Signal()
             tag3 = Signal(self._tag_bits)
             self._multiply_parallel(m, en, t3, sa3, round3, valid3, tag3)
-            # S4: u = t >> (shift - 1), clamped to 20 bits, then the rounding bit:
-            # floor((t + 2^(s-1)) / 2^s) = (floor(t / 2^(s-1)) + 1) >> 1 for s >= 1
+            # S5: u = t >> (shift - 1), clamped to 20 bits
             u_sat = _shift_clamp(m, t3, sa3, _U_BITS)
-        # S4 registers the clamped shift (the shifter's mux levels and the rounding adder do
+        # S5 registers the clamped shift (the shifter's mux levels and the rounding adder do
         # not fit one ECP5 cycle at 100 MHz together)
         u4 = Signal(signed(_U_BITS))
         round4 = Signal()
@@ -185,7 +186,7 @@ class Requantizer(wiring.Component):
         tag4 = Signal(self._tag_bits)
         with m.If(en):
             m.d.sync += [u4.eq(u_sat), round4.eq(round3), valid4.eq(valid3), tag4.eq(tag3)]
-        # S5: the rounding bit, floor((t + 2^(s-1)) / 2^s) = (floor(t / 2^(s-1)) + 1) >> 1
+        # S6: the rounding bit, floor((t + 2^(s-1)) / 2^s) = (floor(t / 2^(s-1)) + 1) >> 1
         # for s >= 1, then ReLU
         v = Signal(signed(_U_BITS))
         r5 = Signal(signed(_U_BITS))
@@ -195,13 +196,13 @@ class Requantizer(wiring.Component):
         with m.If(en):
             m.d.sync += [r5.eq(Mux(self.relu & v[-1], 0, v)), valid5.eq(valid4),
                          tag5.eq(tag4)]
-        # S6: zero point
+        # S7: zero point
         z6 = Signal(signed(_U_BITS + 1))
         valid6 = Signal()
         tag6 = Signal(self._tag_bits)
         with m.If(en):
             m.d.sync += [z6.eq(r5 + self.zp), valid6.eq(valid5), tag6.eq(tag5)]
-        # S7: clamp in torch.clamp order, min(max(z, lo), hi), with the three comparisons
+        # S8: clamp in torch.clamp order, min(max(z, lo), hi), with the three comparisons
         # side by side: z < lo gives lo, or hi when lo > hi; else z > hi gives hi
         y7 = Signal(signed(OUT_BITS))
         valid7 = Signal()
@@ -234,7 +235,12 @@ class Requantizer(wiring.Component):
         return x1, sa1, round1, tag1
 
     def _multiply_parallel(self, m, en, t3, sa3, round3, valid3, tag3):
-        """S1–S3, one value per cycle: two DSP-sized partial products (x · 16 bits each)."""
+        """S1–S4, one value per cycle: four partial products of at most 18 × 18 bits (one
+        ECP5 MULT18X18D each, registered), then two levels of adders.
+
+        With ``x = xh·2^17 + xl`` (``xl`` = the low 17 bits, unsigned) and ``mult = mh·2^16 +
+        ml`` (``ml`` = the low 16 bits, unsigned): ``x·mult = (((xh·mh)·2^16 + xh·ml)·2^17) +
+        (xl·mh)·2^16 + xl·ml``; the results ``t3``, ``sa3``, … are the S4 registers."""
         i = self.i_stream
         m.d.comb += i.ready.eq(en)
         x1, sa1, round1, tag1 = self._stage1(m, en)
@@ -242,20 +248,35 @@ class Requantizer(wiring.Component):
         valid1 = Signal()
         with m.If(en):
             m.d.sync += [mult1.eq(i.payload.mult), valid1.eq(i.valid)]
-        A = self._acc_bits
-        p_lo = Signal(signed(A + 1 + 17))
-        p_hi = Signal(signed(A + 1 + 16))
-        sa2 = Signal(SHIFT_BITS)
-        round2 = Signal()
-        valid2 = Signal()
-        tag2 = Signal(self._tag_bits)
+        xw = Signal(signed(max(len(x1), 18)))  # sign-extended: the split needs >= 18 bits
+        m.d.comb += xw.eq(x1)
+        xl = Cat(xw[:17], 0).as_signed()
+        xh = xw[17:].as_signed()
+        ml = Cat(mult1[:16], 0).as_signed()
+        mh = mult1[16:].as_signed()
+        prods = {}
+        for name, (u, v) in {"hh": (xh, mh), "hl": (xh, ml), "lh": (xl, mh),
+                             "ll": (xl, ml)}.items():
+            prods[name] = Signal(signed(len(u) + len(v)), name=f"p_{name}")
+        sa2, round2, valid2, tag2 = (Signal(SHIFT_BITS), Signal(), Signal(),
+                                     Signal(self._tag_bits))
+        hi3 = Signal(signed(len(xh) + 17 + 17 + 1))
+        lo3 = Signal(signed(18 + 17 + 16 + 1))
+        sa_, round_, valid_, tag_ = (Signal(SHIFT_BITS), Signal(), Signal(),
+                                     Signal(self._tag_bits))
         with m.If(en):
             m.d.sync += [
-                p_lo.eq(x1 * Cat(mult1[:16], 0).as_signed()),
-                p_hi.eq(x1 * mult1[16:].as_signed()),
+                # S2: the four products
+                prods["hh"].eq(xh * mh), prods["hl"].eq(xh * ml),
+                prods["lh"].eq(xl * mh), prods["ll"].eq(xl * ml),
                 sa2.eq(sa1), round2.eq(round1), valid2.eq(valid1), tag2.eq(tag1),
-                t3.eq((p_hi << 16) + p_lo), sa3.eq(sa2), round3.eq(round2), valid3.eq(valid2),
-                tag3.eq(tag2),
+                # S3: two partial sums side by side
+                hi3.eq((prods["hh"] << 16) + prods["hl"]),
+                lo3.eq((prods["lh"] << 16) + prods["ll"]),
+                sa_.eq(sa2), round_.eq(round2), valid_.eq(valid2), tag_.eq(tag2),
+                # S4: the exact product
+                t3.eq((hi3 << 17) + lo3), sa3.eq(sa_), round3.eq(round_), valid3.eq(valid_),
+                tag3.eq(tag_),
             ]
 
     def _serial_path(self, m, en):

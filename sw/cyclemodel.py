@@ -80,7 +80,7 @@ class ControllerTiming:
         Dispatch of a REQUANT → its first acc row read, beyond the ``min(rows, cols)``
         parameter reads.
     requant_tail : int
-        Last acc row read → the ExecuteUnit idle again (the requantizer's 7-stage pipeline,
+        Last acc row read → the ExecuteUnit idle again (the requantizer's 8-stage pipeline,
         ``hw/requant.py:REQUANT_LATENCY``, the asp write and the state machine's drain
         state: ``REQUANT_LATENCY + 1``).
     """
@@ -94,7 +94,7 @@ class ControllerTiming:
     compute_first: int = 2
     raw_gap: int = 2
     requant_setup: int = 2
-    requant_tail: int = 8
+    requant_tail: int = 9
 
     def __post_init__(self):
         for name in self.__dataclass_fields__:
