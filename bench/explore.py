@@ -1,6 +1,12 @@
 """Evaluations per second of the explorer on 1 vs 2 Dask workers (local cluster).
 
     python bench/explore.py [--configs 32] [--n-eval 0] [--out bench/results/explore_scaling.md]
+    python bench/explore.py --variants     # synthesize the decoded-variant cost table
+
+``--variants`` runs the synthesis tasks of ``sim/cmd_explore.py:synth_variant`` (Yosys, one
+task per decoded variant — PoT / flint / float weights × multiplier — on the ECP5, on a local
+process pool) and writes ``bench/results/explore_variants.json``, the table ``mixpe explore``
+reads (it synthesizes only the entries missing from it, as tasks).
 
 For each worker count a fresh ``dask.distributed.LocalCluster(n_workers=N, processes=True,
 threads_per_worker=1)`` is started; every worker first builds the problem (trained digits-cnn
@@ -29,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def measure(spec, cfgs, workers: int) -> dict:
     from dask.distributed import Client, LocalCluster
-
     from mixpe.sw.explore.problem import evaluate_task
     from mixpe.sw.explore.runner import Runner
 
@@ -53,13 +58,40 @@ def measure(spec, cfgs, workers: int) -> dict:
             "per_second": round(len(cfgs) / dt, 3), "worker_pids_used": len(pids)}
 
 
+def variants() -> int:
+    from mixpe.sim.cmd_explore import decoded_variants, synth_variant
+    from mixpe.sw.explore.explore import write_json
+    from mixpe.sw.explore.problem import ProblemSpec
+    from mixpe.sw.explore.runner import Runner
+
+    jobs = [(v, "ecp5") for v in decoded_variants()]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d, Runner(ProblemSpec(), d, workers=2) as r:
+        res = r.map(synth_variant, jobs, "synthesis")
+    table: dict = {}
+    for x in res:
+        table.setdefault(x["variant"], {})[x["target"]] = x["resources"]
+        print(f"{x['variant']:60s} {x['target']:6s} {x['resources']['lut4']:5d} LUT4")
+    out = ROOT / "bench" / "results" / "explore_variants.json"
+    write_json(out, {"unit": "Yosys resources of each decoded variant (weight decoder + "
+                     "multiplier on the mantissas), no DSP inference",
+                     "written_by": "python bench/explore.py --variants",
+                     "seconds": round(time.perf_counter() - t0, 1), "variants": table})
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", type=int, default=32)
     ap.add_argument("--n-eval", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "explore_scaling.md"))
+    ap.add_argument("--variants", action="store_true",
+                    help="write bench/results/explore_variants.json instead")
     args = ap.parse_args(argv)
+    if args.variants:
+        return variants()
     if args.configs < 2:
         raise SystemExit("--configs must be >= 2")
 

@@ -28,6 +28,48 @@ def _strategies(text: str):
     return names
 
 
+def synth_variant(variant: str, target: str) -> dict:
+    """Synthesis task: Yosys resources (no DSP inference) of one decoded array variant
+    ``'<mult> a=<format> b=<format>'`` (weight decoder + the multiplier on the mantissas)."""
+    from mixpe.hw.synth import synth
+    from mixpe.sw.pe import PEConfig
+
+    mult, a, b = variant.split()
+    m = PEConfig(mult=mult, a_format=a[2:], b_format=b[2:]).multiplier
+    r = synth(m, target=target, fmax=False)
+    return {"variant": variant, "target": target, "resources": r["resources"]}
+
+
+def decoded_variants(space_formats=None, mults=None) -> list:
+    """Every decoded variant of the default space (non-int weight formats × multipliers)."""
+    from mixpe.sw.explore.space import DEFAULT_MULTS, DEFAULT_W_FORMATS, variant_of
+
+    out = []
+    for f in (space_formats or DEFAULT_W_FORMATS.values()):
+        for m in (mults or DEFAULT_MULTS):
+            v = variant_of(m, f)
+            if " " in v and v not in out:
+                out.append(v)
+    return out
+
+
+def ensure_variants(variants, target: str, path, runner, log=print) -> Path:
+    """Write ``path`` = the shipped variant table plus synthesis tasks for missing entries."""
+    from mixpe.sw.explore.costs import parse_variants, repo_root
+    from mixpe.sw.explore.explore import write_json
+
+    shipped = repo_root() / "bench" / "results" / "explore_variants.json"
+    table = parse_variants(shipped) if shipped.is_file() else {}
+    missing = [v for v in variants if target not in table.get(v, {})]
+    if missing:
+        log(f"synthesis: {len(missing)} decoded variants on {target} (Yosys tasks)")
+        for r in runner.map(synth_variant, [(v, target) for v in missing], "synthesis"):
+            table.setdefault(r["variant"], {})[target] = r["resources"]
+    return write_json(path, {"unit": "Yosys resources of each decoded variant (weight decoder "
+                             "+ multiplier on the mantissas), no DSP inference",
+                             "variants": table})
+
+
 def cmd_explore(args) -> int:
     from mixpe.sw.explore.costs import BOARDS
     from mixpe.sw.explore.explore import explore, write_json
@@ -40,17 +82,27 @@ def cmd_explore(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
-    spec = ProblemSpec(model=args.model, board=args.board, n_eval=args.n_eval,
-                       epochs=args.epochs)
-    if not args.no_energy:
-        from mixpe.sim.energy import energy_table
+    from mixpe.sw.explore.runner import Runner
 
-        problem = get_problem(spec)  # trains the model once (cached), before the workers start
-        log("energy proxy: Verilator toggle counts per (layer, weight format, multiplier)")
-        table = energy_table(problem, log=log, progress=not args.no_progress)
-        epath = write_json(out / "energy.json", table)
+    # tasks before the sweep (same backend): synthesis of missing decoded variants, then the
+    # Verilator toggle models of the energy proxy
+    with Runner(ProblemSpec(), out / "cache", workers=args.workers, scheduler=args.scheduler,
+                progress=not args.no_progress) as tasks:
+        vpath = ensure_variants(decoded_variants(), BOARDS[args.board][0],
+                                out / "variants.json", tasks, log=log)
         spec = ProblemSpec(model=args.model, board=args.board, n_eval=args.n_eval,
-                           epochs=args.epochs, energy=str(epath.resolve()))
+                           epochs=args.epochs, variants=str(vpath.resolve()))
+        if not args.no_energy:
+            from mixpe.sim.energy import energy_table
+
+            problem = get_problem(spec)  # trains the model once (cached) before the workers
+            log("energy proxy: Verilator toggle counts per (layer, weight format, multiplier)")
+            table = energy_table(problem, log=log, progress=not args.no_progress,
+                                 runner=tasks)
+            epath = write_json(out / "energy.json", table)
+            spec = ProblemSpec(model=args.model, board=args.board, n_eval=args.n_eval,
+                               epochs=args.epochs, energy=str(epath.resolve()),
+                               variants=str(vpath.resolve()))
     summary = explore(spec, out, budget=args.budget_acc,
                       strategies=_strategies(args.strategies) if args.strategies else None,
                       workers=args.workers, scheduler=args.scheduler,

@@ -2,9 +2,10 @@
 
 What is measured (a *proxy* of dynamic power, not a power estimate):
 
-* the multiplier of a PE (``mixpe.hw.mult.create`` of the spec, its generated Verilog)
-  is synthesized by Yosys into a flat netlist of 2-input gates and muxes (``synth -flatten;
-  abc -g`` :data:`GATES`), so every internal signal of every multiplier is a cell output —
+* the multiplier of a PE variant (``mixpe.hw.mult.create`` of the spec — for PoT / flint /
+  float weights the decoded variant, a weight decoder and the multiplier on the mantissas —
+  its generated Verilog) is synthesized by Yosys into a flat netlist of 2-input gates and
+  muxes (``synth -flatten; abc -g`` :data:`GATES`), so every internal signal is a cell output —
   RTL nets would hide the partial products of an ``a * b`` expression;
 * the netlist sits between input registers ``a_r``/``b_r`` and an output register, clocked
   once per MAC; Verilator's ``--coverage-toggle`` counts, for every bit of every net of the
@@ -15,7 +16,8 @@ What is measured (a *proxy* of dynamic power, not a power estimate):
   (output channel n, reduction index k) the weight ``W[n, k]`` stays on ``b`` while the layer's
   im2col activation column ``A[:, k]`` streams through ``a``; activations are the int8 codes of
   the int8 baseline network on training images, weights are quantized with the stream's
-  weight format (:func:`mixpe.sw.explore.qnet.weight_values`).
+  weight format (:func:`mixpe.sw.explore.qnet.weight_values`) and enter the port as the
+  variant's codes (:func:`port_codes`).
 
 :func:`energy_table` measures every (layer, weight format, multiplier) of a problem and returns
 the JSON dict that :class:`mixpe.sw.explore.costs.EnergyTable` reads; results are cached per
@@ -40,7 +42,8 @@ import torch
 #: Gate library of the netlist whose nets are counted (one cell = one 2-input gate or mux).
 GATES = ("AND", "NAND", "OR", "NOR", "XOR", "XNOR", "ANDNOT", "ORNOT", "MUX")
 
-__all__ = ["GATES", "HARNESS", "build_model", "stream_toggles", "layer_streams", "energy_table",
+__all__ = ["GATES", "HARNESS", "variant_multiplier", "build_task", "port_codes",
+           "build_model", "stream_toggles", "layer_streams", "energy_table",
            "energy_root"]
 
 HARNESS = r"""
@@ -87,19 +90,40 @@ def _spec_hash(spec: str) -> str:
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
+def variant_multiplier(spec: str):
+    """The sw multiplier of an array variant: a multiplier spec, or a decoded variant
+    ``'<mult> a=<format> b=<format>'`` (a :class:`~mixpe.sw.mult.decoded.DecodedMultiplier`)."""
+    from mixpe.sw.mult import multiplier
+    from mixpe.sw.pe import PEConfig
+
+    parts = spec.split()
+    if len(parts) == 3 and parts[1].startswith("a=") and parts[2].startswith("b="):
+        return PEConfig(mult=parts[0], a_format=parts[1][2:], b_format=parts[2][2:]).multiplier
+    if len(parts) != 1:
+        raise ValueError(f"spec must be a multiplier spec or '<mult> a=<fmt> b=<fmt>', "
+                         f"not {spec!r}")
+    return multiplier(spec)
+
+
+def build_task(spec: str) -> tuple[str, str]:
+    """Picklable task: :func:`build_model` without logging; ``(exe path, netlist sha)``."""
+    exe, sha = build_model(spec, log=lambda *a, **k: None)
+    return str(exe), sha
+
+
 def build_model(spec: str, *, log=print) -> tuple[Path, str]:
-    """Build (once) the Verilator toggle model of multiplier ``spec``; ``(exe, verilog_sha)``."""
+    """Build (once) the Verilator toggle model of multiplier or variant ``spec``;
+    ``(exe, netlist sha256)``."""
     from mixpe.hw.generate import generate
     from mixpe.hw.mult import create
-    from mixpe.sw.mult import multiplier
 
     from .runner import simulator_env
 
-    m = multiplier(spec)
+    m = variant_multiplier(spec)
     if m.a_format.bits > 16 or m.b_format.bits > 16:
         raise ValueError(f"spec: operands wider than 16 bits are not supported, got {spec!r}")
-    d = energy_root() / f"{m.spec.replace(':', '_').replace(',', '_').replace('=', '')}-" \
-                        f"{_spec_hash(m.spec + ':gates-v2')}"
+    safe = "".join(c if c.isalnum() else "_" for c in m.spec)[:60]
+    d = energy_root() / f"{safe}-{_spec_hash(m.spec + ':gates-v2')}"
     exe = d / "obj" / "Vtgl_top"
     stamp = d / "stamp.json"
     if exe.is_file() and stamp.is_file():
@@ -195,7 +219,8 @@ def stream_toggles(exe: Path, a_codes: np.ndarray, b_codes: np.ndarray) -> float
 
 def layer_streams(problem, w_format: str, *, pairs: int = 48, rows: int = 64, images: int = 32,
                   seed: int = 0) -> dict:
-    """``{layer: (a_codes, b_codes)}``: WS streams of each layer (see the module doc)."""
+    """``{layer: (a values, b values)}``: WS streams of each layer (see the module doc); the
+    weights are values of ``w_format`` (:func:`port_codes` turns them into port codes)."""
     from mixpe.sw.explore.qnet import weight_values
 
     net = problem.net
@@ -223,14 +248,34 @@ def layer_streams(problem, w_format: str, *, pairs: int = 48, rows: int = 64, im
         for n_, k_, s_ in zip(ns.tolist(), ks.tolist(), starts.tolist()):
             a_s.append(A[s_:s_ + r, k_])
             b_s.append(torch.full((r,), int(W[n_, k_])))
-        a_all = torch.cat(a_s) & 0xFF
-        b_all = torch.cat(b_s) & 0xFF
-        out[L.name] = (a_all.numpy(), b_all.numpy())
+        out[L.name] = (torch.cat(a_s).numpy(), torch.cat(b_s).numpy())
     return out
 
 
-def energy_table(problem, *, w_formats=None, mults=None, log=print, progress: bool = True) -> dict:
-    """Measure toggles per MAC for every (layer, weight format, multiplier) of ``problem``."""
+def port_codes(m, a_vals, b_vals) -> tuple[np.ndarray, np.ndarray]:
+    """Operand codes of the multiplier's ports for operand values (two's complement for int
+    ports, the format's code for a decoded variant's weight port)."""
+    a = np.asarray(a_vals, dtype=np.int64)
+    b_t = torch.as_tensor(np.asarray(b_vals, dtype=np.int64))
+    fmt = getattr(m, "b_format", None)
+    if hasattr(fmt, "encode") and not type(fmt).__name__ == "OperandFormat":
+        b = fmt.encode(b_t).numpy()
+    else:
+        b = b_t.numpy()
+    return a & ((1 << m.a_format.bits) - 1), b & ((1 << m.b_format.bits) - 1)
+
+
+def energy_table(problem, *, w_formats=None, mults=None, log=print, progress: bool = True,
+                 runner=None) -> dict:
+    """Measure toggles per MAC for every (layer, weight format, multiplier) of ``problem``.
+
+    The hardware of a (format, multiplier) pair is its array variant
+    (:func:`mixpe.sw.explore.space.variant_of`): the plain multiplier for int weights (weight
+    values on the int8 port), the decoded variant (weight decoder + multiplier on the
+    mantissas, weight *codes* on its port) for PoT / flint / float weights. ``runner`` (a
+    :class:`~mixpe.sw.explore.runner.Runner`) builds the models as parallel tasks.
+    """
+    from mixpe.sw.explore.space import variant_of
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -243,11 +288,17 @@ def energy_table(problem, *, w_formats=None, mults=None, log=print, progress: bo
     w_formats = list(w_formats or space.w_formats.values())
     mults = list(mults or space.mults)
     for m in mults:
-        from mixpe.sw.mult import multiplier
-        mm = multiplier(m)
+        mm = variant_multiplier(m)
         if (mm.a_format.bits, mm.b_format.bits) != (8, 8):
-            raise ValueError(f"mults: the energy proxy streams int8 operands; {m!r} has "
-                             f"{mm.a_format.bits}x{mm.b_format.bits}-bit ports")
+            raise ValueError(f"mults: the energy proxy streams int8 operands and weights; "
+                             f"{m!r} has {mm.a_format.bits}x{mm.b_format.bits}-bit ports")
+    pairs = [(m, wf) for m in mults for wf in w_formats]
+    variants = list(dict.fromkeys(variant_of(m, wf) for m, wf in pairs))
+    if runner is not None:
+        built = dict(zip(variants, runner.map(build_task, [(v,) for v in variants],
+                                              "Verilator toggle models")))
+    else:
+        built = {v: build_model(v, log=log) for v in variants}
     cache_dir = energy_root() / "entries"
     cache_dir.mkdir(parents=True, exist_ok=True)
     streams = {wf: layer_streams(problem, wf) for wf in w_formats}
@@ -258,9 +309,12 @@ def energy_table(problem, *, w_formats=None, mults=None, log=print, progress: bo
                   TextColumn("ETA"), TimeRemainingColumn(), disable=not progress) as bar:
         task = bar.add_task("energy proxy", total=total)
         for m in mults:
-            exe, vsha = build_model(m, log=log)
             for wf in w_formats:
-                for name, (a, b) in streams[wf].items():
+                v = variant_of(m, wf)
+                exe, vsha = Path(built[v][0]), built[v][1]
+                vm = variant_multiplier(v)
+                for name, (av, bv) in streams[wf].items():
+                    a, b = port_codes(vm, av, bv)
                     key = hashlib.sha256(b"count-v2" + vsha.encode() + a.tobytes() +
                                          b.tobytes()).hexdigest()
                     cp = cache_dir / f"{key[:32]}.json"

@@ -11,13 +11,18 @@ project's benches (read as data, so ``sw`` never imports the gateware):
 
 For a config whose distinct multipliers are ``S`` on an ``R×C`` array (``P = R·C`` PEs)::
 
-    LUT  = LUT_core + P · Σ_{v∈S, v≠exact} LUT_v + P · (|S|−1) · out_bits     (variant muxes)
+    LUT  = LUT_core + P · Σ_{v∈S, v≠exact} LUT_v + P · (|S|−1) · 16          (variant muxes)
     FF   = FF_core + C · ceil(log2 |S|)                                         (sel registers)
     DSP  = DSP_core − (P if exact ∉ S else 0)                                   (no DSP multiplier)
     BRAM = BRAM_core
 
-The mux term is an estimate (a |S|:1 mux of the 16-bit product costs about (|S|−1) LUT4 per
-bit); everything else is synthesized data. ``fits`` compares against the device totals.
+``S`` are the array variants (multiplier × weight format): a plain multiplier takes its
+PE-library count; a decoded variant (PoT / flint / float weights: a weight decoder and the
+multiplier on the mantissas, ``'<mult> a=<fmt> b=<fmt>'``) its own synthesized count from
+``bench/results/explore_variants.json`` (missing entries are synthesized by ``mixpe explore``
+as tasks). The mux term is an estimate (a |S|:1 mux of a 16-bit product costs about (|S|−1)
+LUT4 per bit); everything else is synthesized data. ``fits`` compares against the device
+totals and requires ``|S| ≤ 1 + MAX_VARIANTS``.
 
 **Cycles** come from :func:`mixpe.sw.cyclemodel.predict_cycles` on the programs that
 :func:`mixpe.sw.compiler.compile_conv2d` / ``compile_gemm`` emit for one image, with the
@@ -41,17 +46,27 @@ from pathlib import Path
 
 import torch
 
-from ..core_config import CORE_PRESETS
+from ..core_config import CORE_PRESETS, MAX_VARIANTS
 from ..mult import multiplier
 
-__all__ = ["BOARDS", "CostModel", "EnergyTable", "parse_pe_cost", "parse_core_fit",
-           "repo_root", "Cycles"]
+__all__ = ["BOARDS", "MUX_BITS", "parse_variants", "CostModel", "EnergyTable", "parse_pe_cost",
+           "parse_core_fit", "repo_root", "Cycles"]
 
 #: Board name → (core_fit target, core preset).
 BOARDS = {
     "ulx3s-85f": ("ecp5", "ulx3s-8x8"),
     "ice40-up5k": ("ice40", "ice40-4x4"),
 }
+
+
+#: Bits of the product mux per extra variant (one LUT4 per bit per extra input, estimate).
+MUX_BITS = 16
+
+
+def parse_variants(path) -> dict:
+    """``{variant spec: {target: {"lut4", ...}}}`` from ``explore_variants.json``."""
+    d = json.loads(Path(path).read_text())
+    return d.get("variants", d)
 
 
 def repo_root() -> Path:
@@ -114,7 +129,8 @@ class CostModel:
         The bench result files (default: ``bench/results/`` of the checkout).
     """
 
-    def __init__(self, board: str = "ulx3s-85f", *, pe_cost=None, core_fit=None):
+    def __init__(self, board: str = "ulx3s-85f", *, pe_cost=None, core_fit=None,
+                 variants=None):
         if board not in BOARDS:
             raise ValueError(f"board must be one of {', '.join(BOARDS)}, not {board!r}")
         self.board = board
@@ -128,33 +144,50 @@ class CostModel:
         self.available = {k: int(v) for k, v in fit[self.target]["available"].items()}
         self.core_cfg = CORE_PRESETS[self.preset]
         self.pes = self.core_cfg.array.rows * self.core_cfg.array.cols
+        vpath = Path(variants) if variants else res / "explore_variants.json"
+        self.variants = parse_variants(vpath) if vpath.is_file() else {}
 
     def known(self, spec: str) -> bool:
         return multiplier(spec).spec in self.pe
 
-    def resources(self, mult_set) -> dict:
-        """``{"lut4", "ff", "dsp", "bram", "fits", "util"}`` for the distinct multipliers."""
-        S = [multiplier(m).spec for m in mult_set]
-        missing = [m for m in S if m != "exact" and m not in self.pe]
-        if missing:
-            raise ValueError(f"mult: no synthesized cost for {missing}; allowed: "
+    def variant_lut(self, v: str) -> int:
+        """LUT4 of one variant: a plain multiplier from the PE library (``exact``: 0, it is
+        in the core's DSP blocks), a decoded variant ``'<mult> a=.. b=..'`` from the
+        synthesized variant table (decoder + multiplier on the mantissas, no DSP)."""
+        if " " in v:
+            e = self.variants.get(v, {}).get(self.target)
+            if e is None:
+                raise ValueError(f"variant {v!r}: no synthesized cost on {self.target} "
+                                 "(explore_variants.json; `mixpe explore` synthesizes missing "
+                                 "ones as tasks)")
+            return int(e["lut4"])
+        m = multiplier(v).spec
+        if m == "exact":
+            return 0
+        if m not in self.pe:
+            raise ValueError(f"mult: no synthesized cost for {m!r}; allowed: "
                              f"{', '.join(sorted(self.pe))}")
+        return int(self.pe[m][self.target]["lut4"])
+
+    def resources(self, variant_set) -> dict:
+        """``{"lut4", "ff", "dsp", "bram", "fits", "variants", "util"}`` for the distinct
+        array variants (:attr:`~mixpe.sw.explore.space.Config.variant_set`)."""
+        S = list(variant_set)
         lut = self.core["lut4"]
         ff = self.core["ff"]
         dsp = self.core.get("dsp", 0)
-        for m in S:
-            if m != "exact":
-                lut += self.pes * self.pe[m][self.target]["lut4"]
-                ff += self.pes * self.pe[m][self.target]["ff"]
+        for v in S:
+            if v != "exact":
+                lut += self.pes * self.variant_lut(v)
         if len(S) > 1:
-            out_bits = max(multiplier(m).out_bits for m in S)
-            lut += self.pes * (len(S) - 1) * out_bits
+            lut += self.pes * (len(S) - 1) * MUX_BITS
             ff += self.core_cfg.array.cols * math.ceil(math.log2(len(S)))
         if "exact" not in S:
             dsp -= min(self.pes, dsp)
         r = {"lut4": lut, "ff": ff, "dsp": dsp, "bram": self.core.get("bram", 0)}
         util = {k: r[k] / self.available[k] for k in r if self.available.get(k)}
-        r["fits"] = all(u <= 1.0 for u in util.values())
+        r["variants"] = len(S)
+        r["fits"] = all(u <= 1.0 for u in util.values()) and len(S) <= 1 + MAX_VARIANTS
         r["util"] = util
         return r
 
@@ -168,8 +201,9 @@ class Cycles:
         self._cache: dict = {}
 
     def layer(self, i: int, mult_set: tuple, vmap: tuple) -> int:
-        """Cycles of layer ``i`` with multipliers ``mult_set`` (variant 0 = the base PE's) and
-        the per-filter variant indices ``vmap``."""
+        """Cycles of layer ``i`` on an array with variants ``mult_set`` (variant 0 = the base
+        PE; ``'<mult> a=<fmt> b=<fmt>'`` for decoded variants) and the per-filter (or
+        per-kernel) variant indices ``vmap``."""
         from ..compiler import compile_conv2d, compile_gemm
         from ..cyclemodel import predict_cycles
 
@@ -178,7 +212,10 @@ class Cycles:
             return self._cache[key]
         L = self.layers[i]
         cfg = self.core_cfg
-        pe = dataclasses.replace(cfg.array.pe, mult=mult_set[0])
+        base = mult_set[0].split()
+        pe = dataclasses.replace(cfg.array.pe, mult=base[0],
+                                 a_format=base[1][2:] if len(base) > 1 else None,
+                                 b_format=base[2][2:] if len(base) > 1 else None)
         cfg = dataclasses.replace(cfg, array=dataclasses.replace(
             cfg.array, pe=pe, variants=tuple(mult_set[1:])))
         vm = torch.tensor(vmap, dtype=torch.long) if len(mult_set) > 1 else None
@@ -197,15 +234,16 @@ class Cycles:
         return c
 
     def total(self, config) -> int:
-        S = config.mult_set
-        idx = {m: k for k, m in enumerate(S)}
+        S = config.variant_set
+        idx = {v: k for k, v in enumerate(S)}
         total = 0
         for i, lq in enumerate(config.layers):
             if lq.per_kernel:
                 cg = int(self.layers[i].weight.shape[1])
-                vmap = tuple(tuple(idx[m] for m in row) for row in lq.kernel_mults(cg))
+                vmap = tuple(tuple(idx[v] for v in row)
+                             for row in config.filter_variants(i, cg))
             else:
-                vmap = tuple(idx[m] for m in lq.mults)
+                vmap = tuple(idx[v] for v in config.filter_variants(i))
             total += self.layer(i, S, vmap)
         return total
 

@@ -34,7 +34,7 @@ from .space import Config, Space
 __all__ = ["ProblemSpec", "Problem", "get_problem", "ResultCache", "OBJECTIVES"]
 
 #: Version of the evaluation semantics (bump when QNet / costs change; part of the cache key).
-EVAL_VERSION = 3
+EVAL_VERSION = 4
 
 #: Objectives, all minimized: accuracy loss (points), LUT4, cycles, energy proxy.
 OBJECTIVES = ("loss", "lut4", "cycles", "energy")
@@ -58,6 +58,8 @@ class ProblemSpec:
         Path of the energy table JSON (``sim/energy.py``); None leaves ``energy`` out.
     epochs : int or None
         Training epochs (None: the model's default; small values for fast tests).
+    variants : str or None
+        Path of the decoded-variant cost table (default: ``bench/results/explore_variants.json``).
     """
 
     model: str = "digits-cnn"
@@ -67,6 +69,7 @@ class ProblemSpec:
     n_calib: int = 256
     energy: str | None = None
     epochs: int | None = None
+    variants: str | None = None
 
     def __post_init__(self):
         for name in ("n_eval", "n_calib"):
@@ -83,6 +86,8 @@ class ProblemSpec:
         blob = {"spec": asdict(self), "version": EVAL_VERSION}
         if self.energy:
             blob["energy"] = hashlib.sha256(Path(self.energy).read_bytes()).hexdigest()
+        if self.variants:
+            blob["variants"] = hashlib.sha256(Path(self.variants).read_bytes()).hexdigest()
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -112,7 +117,7 @@ class Problem:
         self.net = QNet(model, calib, name=spec.model)
         n = spec.n_eval or len(data.y_test)
         self.x, self.y = data.x_test[:n], data.y_test[:n]
-        self.costs = CostModel(spec.board)
+        self.costs = CostModel(spec.board, variants=spec.variants)
         self.cycles = Cycles(self.costs.core_cfg, self.net.layers)
         self.energy = EnergyTable.load(spec.energy) if spec.energy else None
         self._int8 = None
@@ -209,12 +214,13 @@ class Problem:
     def evaluate(self, config: Config) -> dict:
         t0 = time.perf_counter()
         acc = self.net.accuracy(config, self.x, self.y)
-        res = self.costs.resources(config.mult_set)
+        res = self.costs.resources(config.variant_set)
         cyc = self.cycles.total(config)
         energy = self.energy.total(config, self.net.layers) if self.energy else None
         return {"hash": config.hash, "accuracy": acc, "loss": self.int8_accuracy - acc,
                 "lut4": res["lut4"], "ff": res["ff"], "dsp": res["dsp"], "bram": res["bram"],
-                "fits": res["fits"], "cycles": cyc, "energy": energy,
+                "fits": res["fits"], "variants": res["variants"], "cycles": cyc,
+                "energy": energy,
                 "seconds": time.perf_counter() - t0}
 
 

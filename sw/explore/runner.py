@@ -132,6 +132,44 @@ class Runner:
             self.eval_seconds += time.perf_counter() - t0
         return [have[h] for h in hashes]
 
+    def map(self, fn, args: list, label: str = "tasks") -> list:
+        """``[fn(*a) for a in args]`` as tasks on the same backend (no result cache), in order;
+        ``fn`` must be importable (e.g. synthesis jobs)."""
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        out: list = [None] * len(args)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("ETA"), TimeRemainingColumn(),
+                      disable=not self.progress) as bar:
+            task = bar.add_task(label, total=len(args))
+            if self.scheduler is not None:
+                from dask.distributed import Client, as_completed
+                if self._client is None:
+                    self._client = Client(self.scheduler)
+                futs = {self._client.submit(fn, *a, pure=False): k for k, a in enumerate(args)}
+                for f in as_completed(list(futs)):
+                    out[futs[f]] = f.result()
+                    bar.advance(task)
+            elif self.workers == 1:
+                for k, a in enumerate(args):
+                    out[k] = fn(*a)
+                    bar.advance(task)
+            else:
+                if self._pool is None:
+                    self._pool = cf.ProcessPoolExecutor(self.workers,
+                                                        mp_context=mp.get_context("spawn"))
+                futs = {self._pool.submit(fn, *a): k for k, a in enumerate(args)}
+                for f in cf.as_completed(futs):
+                    out[futs[f]] = f.result()
+                    bar.advance(task)
+        return out
+
     def problem(self):
         """The problem in this process (for the space, sensitivities and the int8 accuracy)."""
         return get_problem(self.spec)

@@ -32,8 +32,9 @@ from pathlib import Path
 from ..formats import number_format
 from ..mult import multiplier
 
-__all__ = ["entry_specs", "LayerQuant", "Config", "LayerGene", "Space", "expand",
-           "DEFAULT_W_FORMATS", "DEFAULT_MULTS", "FRACTIONS", "load_config", "save_config", "INT8"]
+__all__ = ["variant_of", "A_FORMAT", "entry_specs", "LayerQuant", "Config", "LayerGene", "Space",
+           "expand", "DEFAULT_W_FORMATS", "DEFAULT_MULTS", "FRACTIONS", "load_config",
+           "save_config", "INT8"]
 
 #: Weight formats (short name → format spec); every grid fits the int8 weight port.
 DEFAULT_W_FORMATS = {
@@ -77,6 +78,20 @@ def _canon_entry(e):
     if not t:
         raise ValueError("mults: a per-kernel entry needs one spec per input channel, got ()")
     return t[0] if len(set(t)) == 1 else t
+
+
+#: The activation format of every variant (int8 activations).
+A_FORMAT = "int:bits=8,signed=1"
+
+
+def variant_of(mult: str, w_format: str) -> str:
+    """The array variant that runs ``mult`` with weights in ``w_format``: the multiplier itself
+    for int weights (values on the int8 port), else the decoded variant
+    ``'<mult> a=int:bits=8,signed=1 b=<format>'`` (``ArrayConfig.variants`` syntax)."""
+    f = number_format(w_format)
+    if f.spec.split(":")[0] == "int":
+        return mult
+    return f"{mult} a={A_FORMAT} b={f.spec}"
 
 
 def entry_specs(e) -> tuple:
@@ -190,6 +205,30 @@ class Config:
                     if m not in seen:
                         seen.append(m)
         seen.sort(key=lambda m: 0 if m == "exact" else 1)
+        return tuple(seen)
+
+    def filter_variants(self, i: int, cg: int | None = None) -> list:
+        """Layer ``i``: the variant of every filter, or (``cg`` given and the layer per kernel)
+        of every kernel ``[OC][cg]``."""
+        lq = self.layers[i]
+        if cg is not None and lq.per_kernel:
+            return [[variant_of(m, w) for m in row]
+                    for row, w in zip(lq.kernel_mults(cg), lq.w_formats)]
+        return [variant_of(e, w) if isinstance(e, str) else
+                tuple(variant_of(m, w) for m in e) for e, w in zip(lq.mults, lq.w_formats)]
+
+    @property
+    def variant_set(self) -> tuple:
+        """Distinct array variants (multiplier × weight format), plain ``exact`` first if used,
+        then by first use: variant 0 is the base PE, the rest ``ArrayConfig.variants``."""
+        seen: list = []
+        for lq in self.layers:
+            for e, w in zip(lq.mults, lq.w_formats):
+                for m in entry_specs(e):
+                    v = variant_of(m, w)
+                    if v not in seen:
+                        seen.append(v)
+        seen.sort(key=lambda v: 0 if v == "exact" else 1)
         return tuple(seen)
 
     def summary(self) -> list[str]:
