@@ -191,6 +191,7 @@ class HostLink(wiring.Component):
         opcode = Signal(8)
         seq = Signal(8)
         length = Signal(16)
+        len_m1 = Signal(16)
         bcount = Signal(16)
         word = Signal(32)
         p0 = Signal(32)
@@ -245,14 +246,17 @@ class HostLink(wiring.Component):
 
         # Output ring (RUN): core_o → obuf.
         ob_accept = Signal()
+        ob_room = Signal()
         m.d.comb += [
             ob_w.addr.eq(out_wr[:ob_ab]),
             ob_w.data.eq(self.core_o.payload),
-            ob_accept.eq(running & self.core_o.valid & (out_level < self._out_words)),
+            ob_accept.eq(running & self.core_o.valid & ob_room),
             ob_w.en.eq(ob_accept),
         ]
+        # registered: room for one more word even if one is written this cycle
+        m.d.sync += ob_room.eq(out_level < self._out_words - 1)
         with m.If(running):
-            m.d.comb += self.core_o.ready.eq(out_level < self._out_words)
+            m.d.comb += self.core_o.ready.eq(ob_room)
         with m.If(ob_accept):
             m.d.sync += out_wr.eq(out_wr + 1)
 
@@ -302,10 +306,49 @@ class HostLink(wiring.Component):
                 with m.Case(i):  # (a constant multiplication: shifts and adds)
                     m.d.comb += [data_words.eq(rows_f * cfg.row_words(name)),
                                  depth.eq(cfg.memory.depth(name))]
+        # Everything Decode needs is computed here in registered stages from p0/p1/length
+        # (set by the last payload byte) and the stream state; "Settle" waits SETTLE cycles
+        # after the CRC so that all stages hold before Decode reads them. Stream levels may be
+        # a few cycles old: that errs on the safe side (less room, fewer words).
+        SETTLE = 6
+        dw_r = Signal(20)
+        depth_r = Signal(16)
         mem_ok = Signal()
-        m.d.comb += mem_ok.eq(mem_f < len(MEMORIES))
         range_ok = Signal()
-        m.d.comb += range_ok.eq((rows_f != 0) & (addr_f + rows_f <= depth))
+        wm_len_bad = Signal()
+        rd_big = Signal()
+        rd_len = Signal(16)
+        prog_k = Signal(16)
+        prog_bad = Signal()
+        sin_k = Signal(16)
+        sin_new = Signal()
+        sin_full = Signal()
+        sin_dup = Signal()
+        ack = Signal(16)
+        ack_bad = Signal()
+        avail = Signal(16)
+        kk = Signal(16)
+        sout_len = Signal(16)
+        m.d.sync += [
+            dw_r.eq(data_words), depth_r.eq(depth),
+            mem_ok.eq(mem_f < len(MEMORIES)),
+            range_ok.eq((rows_f != 0) & (addr_f + rows_f <= depth_r)),
+            wm_len_bad.eq(length != 8 + 4 * dw_r),
+            rd_big.eq(4 * dw_r > MP),
+            rd_len.eq(4 * dw_r),
+            prog_k.eq((length - 4)[3:]),
+            prog_bad.eq(p0[:16] + prog_k > imem_depth),
+            sin_k.eq((length - 4)[2:]),
+            sin_new.eq(p0[:16] == in_count),
+            sin_full.eq(sin_k > in_free),
+            sin_dup.eq((in_count - p0[:16])[:16] >= sin_k),
+            ack.eq(p0[:16] - out_base),
+            ack_bad.eq(ack > out_level),
+            avail.eq(out_level - ack),
+            kk.eq(Mux(p1[:16] < avail, p1[:16], avail)),
+            sout_len.eq(4 + 4 * Mux(kk < MP // 4 - 1, kk, MP // 4 - 1)),
+        ]
+        settle = Signal(range(SETTLE + 1))
 
         def instr(op, mem, addr, rows):
             offs = isa.field_offsets(op)
@@ -357,6 +400,8 @@ class HostLink(wiring.Component):
         m.d.comb += tx_take.eq(self.tx.valid & self.tx.ready)
         m.d.comb += [tx_crc.data.eq(self.tx.payload)]
         tx_cnt = Signal(16)
+        tx_last = Signal(16)
+        m.d.sync += tx_last.eq(resp_len - 1)  # resp_len is set >= 8 cycles before it is used
 
         wp_j = Signal(16)
         wp_lo = Signal(32)
@@ -401,7 +446,8 @@ class HostLink(wiring.Component):
                             m.d.sync += length[:8].eq(byte)
                         with m.Case(3):
                             n = Cat(length[:8], byte)
-                            m.d.sync += [length[8:].eq(byte), bcount.eq(0), idx.eq(0)]
+                            m.d.sync += [length[8:].eq(byte), bcount.eq(0), idx.eq(0),
+                                         len_m1.eq(n - 1)]
                             with m.If(n > MP):
                                 m.d.sync += respond(P.Status.ERR_LENGTH)
                                 m.d.sync += cnt["err_length"].eq(cnt["err_length"] + 1)
@@ -416,7 +462,7 @@ class HostLink(wiring.Component):
                 nxt = Signal(32)
                 ln = bcount[:2]
                 m.d.comb += nxt.eq(Mux(ln == 0, 0, word) | (byte.as_unsigned() << (ln * 8)))
-                last = bcount == length - 1
+                last = bcount == len_m1
                 with m.If(take):
                     m.d.sync += [word.eq(nxt), bcount.eq(bcount + 1)]
                     with m.If((ln == 3) | last):
@@ -442,8 +488,13 @@ class HostLink(wiring.Component):
                     m.d.sync += cnt["err_crc"].eq(cnt["err_crc"] + 1)
                     m.next = "Fill"
                 with m.Else():
-                    m.next = "Decode"
+                    m.d.sync += settle.eq(0)
+                    m.next = "Settle"
 
+            with m.State("Settle"):  # the registered decode helpers catch up
+                m.d.sync += settle.eq(settle + 1)
+                with m.If(settle == SETTLE - 1):
+                    m.next = "Decode"
             with m.State("Decode"):
                 ok = cnt["frames_ok"].eq(cnt["frames_ok"] + 1)
                 e_len = [cnt["err_length"].eq(cnt["err_length"] + 1)]
@@ -486,9 +537,9 @@ class HostLink(wiring.Component):
                             m.d.sync += respond(P.Status.ERR_LENGTH) + e_len
                         with m.Elif(~mem_ok):
                             m.d.sync += respond(P.Status.ERR_ARG) + e_oth
-                        with m.Elif(~is_rd & (length != 8 + 4 * data_words)):
+                        with m.Elif(~is_rd & wm_len_bad):
                             m.d.sync += respond(P.Status.ERR_LENGTH) + e_len
-                        with m.Elif(is_rd & (4 * data_words > MP)):
+                        with m.Elif(is_rd & rd_big):
                             m.d.sync += respond(P.Status.ERR_ARG) + e_oth
                         with m.Elif(running):
                             m.d.sync += respond(P.Status.ERR_BUSY) + e_oth
@@ -498,48 +549,39 @@ class HostLink(wiring.Component):
                             m.d.sync += [micro_op.eq(is_rd), idx.eq(0), ok]
                             m.next = "Micro-Imem"
                     with m.Case(P.Opcode.WRITE_PROG):
-                        k = (length - 4)[3:]
                         with m.If((length < 12) | ((length - 4)[:3] != 0)):
                             m.d.sync += respond(P.Status.ERR_LENGTH) + e_len
                         with m.Elif(running):
                             m.d.sync += respond(P.Status.ERR_BUSY) + e_oth
-                        with m.Elif(p0[:16] + k > imem_depth):
+                        with m.Elif(prog_bad):
                             m.d.sync += respond(P.Status.ERR_ARG) + e_oth
                         with m.Else():
                             m.d.sync += [wp_j.eq(0), ok]
                             m.next = "Prog-Lo"
                     with m.Case(P.Opcode.STREAM_IN):
-                        k = (length - 4)[2:]
                         with m.If((length < 8) | (length[:2] != 0)):
                             m.d.sync += respond(P.Status.ERR_LENGTH) + e_len
-                        with m.Elif(p0[:16] == in_count):
-                            with m.If(k > in_free):
+                        with m.Elif(sin_new):
+                            with m.If(sin_full):
                                 m.d.sync += respond(P.Status.ERR_FULL) + e_oth
                             with m.Else():
                                 m.d.sync += [feed_ptr.eq(1), feed_end.eq(length[2:]),
-                                             feed_to_fifo.eq(1), in_count.eq(in_count + k), ok]
+                                             feed_to_fifo.eq(1), in_count.eq(in_count + sin_k),
+                                             ok]
                                 m.next = "Stream-In"
-                        with m.Elif((in_count - p0[:16])[:16] >= k):
+                        with m.Elif(sin_dup):
                             m.d.sync += ok
                             m.d.sync += respond(P.Status.OK, 4, "sin")
                         with m.Else():
                             m.d.sync += respond(P.Status.ERR_ARG) + e_oth
                     with m.Case(P.Opcode.STREAM_OUT):
-                        ack = Signal(16)
-                        m.d.comb += ack.eq(p0[:16] - out_base)
-                        avail = Signal(16)
-                        m.d.comb += avail.eq(out_level - ack)
-                        kk = Signal(16)
-                        m.d.comb += kk.eq(Mux(p1[:16] < avail, p1[:16], avail))
-                        kk2 = Signal(16)
-                        m.d.comb += kk2.eq(Mux(kk < MP // 4 - 1, kk, MP // 4 - 1))
                         with m.If(length != 8):
                             m.d.sync += respond(P.Status.ERR_LENGTH) + e_len
-                        with m.Elif(ack > out_level):
+                        with m.Elif(ack_bad):
                             m.d.sync += respond(P.Status.ERR_ARG) + e_oth
                         with m.Else():
                             m.d.sync += [out_base.eq(p0), rd_ptr.eq(p0), src_core.eq(0), ok]
-                            m.d.sync += respond(P.Status.OK, 4 + 4 * kk2, "sout")
+                            m.d.sync += respond(P.Status.OK, sout_len, "sout")
                     with m.Default():
                         m.d.sync += respond(P.Status.ERR_OPCODE)
                         m.d.sync += cnt["err_opcode"].eq(cnt["err_opcode"] + 1)
@@ -555,7 +597,7 @@ class HostLink(wiring.Component):
                 m.d.comb += self.core_start.eq(1)
                 with m.If(micro_op):
                     m.d.sync += [src_core.eq(1), after_micro.eq(1)]
-                    m.d.sync += respond(P.Status.OK, 4 * data_words)
+                    m.d.sync += respond(P.Status.OK, rd_len)
                     m.next = "Fill"
                 with m.Else():
                     m.d.sync += [feed_ptr.eq(2), feed_end.eq(length[2:]), feed_to_fifo.eq(0)]
@@ -594,7 +636,7 @@ class HostLink(wiring.Component):
                 with m.If(a == 1):
                     m.d.sync += shadow1.eq(w)
                 m.d.sync += wp_j.eq(wp_j + 1)
-                with m.If(wp_j + 1 == (length - 4)[3:]):
+                with m.If(wp_j + 1 == prog_k):
                     m.d.sync += respond(P.Status.OK)
                     m.next = "Fill"
                 with m.Else():
@@ -667,7 +709,7 @@ class HostLink(wiring.Component):
                 m.d.comb += tx_crc.valid.eq(tx_take)
                 with m.If(tx_take):
                     m.d.sync += tx_cnt.eq(tx_cnt + 1)
-                    with m.If(tx_cnt == resp_len - 1):
+                    with m.If(tx_cnt == tx_last):
                         m.d.sync += tx_cnt.eq(0)
                         m.next = "Tx-CRC"
             with m.State("Tx-CRC"):
