@@ -12,9 +12,6 @@ re-synchronizes on the next falling edge even when the sender's clock runs up to
 A byte whose stop bit is 0 is dropped (``frame_error`` pulses); a byte that finds the
 receive FIFO full is dropped (``overrun`` pulses). The framed protocol above detects both
 (CRC-32, lengths, timeouts).
-
->>> UARTRx(divisor=8).divisor
-8
 """
 
 
