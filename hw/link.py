@@ -227,7 +227,8 @@ class HostLink(wiring.Component):
         run_cycles = Signal(32)
         shadow0 = Signal(64)
         shadow1 = Signal(64)
-        cnt = {k: Signal(self._counter_bits, name=f"cnt_{k}") for k in P.LINK_COUNTERS}
+        cnt = {k: Signal(self._counter_bits, name=f"cnt_{k}") for k in P.LINK_COUNTERS
+               if k != "run_cycles"}
         m.d.comb += self.running.eq(running)
 
         out_level = Signal(16)
@@ -372,7 +373,7 @@ class HostLink(wiring.Component):
             1: [C(int.from_bytes(ident[4 * j:4 * j + 4], "little"), 32) for j in range(10)],
             2: [Cat(flags, C(0, 13), in_free16), u32(out_level), u32(in_count), u32(out_wr),
                 run_cycles],
-            3: [u32(cnt[k]) for k in P.LINK_COUNTERS],
+            3: [run_cycles if k == "run_cycles" else u32(cnt[k]) for k in P.LINK_COUNTERS],
             4: [Cat(in_free16, out_level)],
             5: [Cat(flags, C(0, 13), in_free16)],
         }

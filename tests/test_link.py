@@ -111,6 +111,9 @@ def test_write_prog_keeps_program_across_micro_programs(board):
     assert r.ok and r.payload[4:] == struct.pack("<I", 0x1234)
     st = P.unpack_status(board.request(P.Opcode.STATUS, check_model=False).payload)
     assert not st.running and st.core_done and st.out_count == 1
+    c = dict(zip(P.LINK_COUNTERS, struct.unpack(
+        "<8I", board.request(P.Opcode.COUNTERS, check_model=False).payload)))
+    assert c["run_cycles"] == st.run_cycles > 0
 
 
 def test_error_paths_change_nothing(board):
