@@ -35,7 +35,7 @@ FIFO takes the next frame's bytes, so the link runs at line rate for frames of a
 bytes (payload efficiency ``P / (P + 14)`` for WRITE_MEM bursts of ``P`` data bytes).
 """
 
-from amaranth import *
+from amaranth.hdl import Array, C, Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import crc, fifo, memory, stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
@@ -674,7 +674,8 @@ class HostLink(wiring.Component):
                     m.next = "Tx-Header"
             with m.State("Tx-Header"):
                 hdr = Cat(opcode, status, seq, resp_len)
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(hdr.word_select(tx_cnt[:3], 8)),
+                m.d.comb += [self.tx.valid.eq(1),
+                             self.tx.payload.eq(hdr.word_select(tx_cnt[:3], 8)),
                              tx_crc.valid.eq(tx_take)]
                 with m.If(tx_take):
                     m.d.sync += tx_cnt.eq(tx_cnt + 1)

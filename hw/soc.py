@@ -1,6 +1,6 @@
 """The top a board (or the simulated board) instantiates: UART + frame engine + core."""
 
-from amaranth import *
+from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 

@@ -15,7 +15,7 @@ receive FIFO full is dropped (``overrun`` pulses). The framed protocol above det
 """
 
 
-from amaranth import *
+from amaranth.hdl import C, Cat, Module, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 

@@ -39,10 +39,10 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 
-from . import isa
 from . import protocol as P
 from .core_config import CORE_PRESETS, MEMORIES, CoreConfig
-from .isa import Instr, Mem, Opcode as Op
+from .isa import Instr, Mem
+from .isa import Opcode as Op
 
 __all__ = [
     "Transport", "SerialTransport", "SocketTransport", "SimTransport", "ModelTransport",

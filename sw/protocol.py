@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 from . import isa
 from .core_config import MEMORIES, CoreConfig
-from .isa import Mem, Opcode as CoreOpcode
+from .isa import Mem
+from .isa import Opcode as CoreOpcode
 
 __all__ = [
     "SYNC", "VERSION", "MAX_PAYLOAD", "REQ_HEADER", "RESP_HEADER", "CRC_BYTES",

@@ -8,11 +8,10 @@ import random
 
 import pytest
 import torch
-from mixpe.sw import protocol as P
 from mixpe.sw.compiler import compile_conv2d, compile_gemm
 from mixpe.sw.core_config import CORE_PRESETS
 from mixpe.sw.core_ref import run_program
-from mixpe.sw.driver import (Accelerator, ConfigMismatchError, ModelTransport, connect)
+from mixpe.sw.driver import Accelerator, ConfigMismatchError, ModelTransport, connect
 from mixpe.sw.requant import Requant
 
 TINY = CORE_PRESETS["tiny-2x2"]

@@ -10,7 +10,6 @@ import random
 import struct
 
 import pytest
-import torch
 from mixpe.hw.link import HostLink, LinkSimulation
 from mixpe.sw import isa
 from mixpe.sw import protocol as P
