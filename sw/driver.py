@@ -119,7 +119,8 @@ class SerialTransport(Transport):
         import serial  # pyserial, only needed for real boards
         if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
             raise ValueError(f"baud must be a positive integer, not {baud!r}")
-        self._ser = serial.Serial(port, baudrate=baud, timeout=0.1, write_timeout=10)
+        # serial_for_url: device paths and pyserial URLs (``loop://``, ``rfc2217://``)
+        self._ser = serial.serial_for_url(port, baudrate=baud, timeout=0.1, write_timeout=10)
         self.line_rate = baud / 10
 
     def write(self, data: bytes) -> None:

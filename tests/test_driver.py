@@ -8,6 +8,7 @@ import random
 
 import pytest
 import torch
+from mixpe.sw import protocol as P
 from mixpe.sw.compiler import compile_conv2d, compile_gemm
 from mixpe.sw.core_config import CORE_PRESETS
 from mixpe.sw.core_ref import run_program
@@ -114,3 +115,44 @@ def test_doctests():
     for mod in (mixpe.sw.protocol, mixpe.sw.driver, mixpe.hw.uart):
         res = doctest.testmod(mod)
         assert res.failed == 0 and res.attempted > 0, mod.__name__
+
+
+def test_serial_transport_over_a_pty():
+    """SerialTransport (pyserial) on a pseudo-terminal served by the board model: the path a
+    real board takes, with a GEMM end to end."""
+    import os
+    import threading
+    import tty
+
+    from mixpe.sw.driver import SerialTransport
+
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    model = P.BoardModel(TINY)
+    stop = threading.Event()
+
+    def serve():
+        import select
+        while not stop.is_set():
+            r, _, _ = select.select([master], [], [], 0.05)
+            if r:
+                data = os.read(master, 4096)
+                out = model.feed(data)
+                if out:
+                    os.write(master, out)
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        t = SerialTransport(os.ttyname(slave), baud=3_000_000)
+        acc = Accelerator(t, config=TINY, timeout=1.0)
+        prog = _gemm(4, m=4, k=5, n=3)
+        words, _ = acc.run_program(prog)
+        assert words == run_program(prog)[0]
+        acc.close()
+    finally:
+        stop.set()
+        th.join(2)
+        os.close(master)
+        os.close(slave)
