@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from mixpe.sw.explore.problem import ProblemSpec, get_problem
 from mixpe.sw.explore.runner import Runner
 

@@ -217,8 +217,9 @@ def _tables(summary) -> list[str]:
     lines.append("")
     lines.append("Objectives: accuracy from the bit-exact quantized network (`sw/explore/qnet.py`,"
                  " `sw/emulate` products, `sw/requant` requantization); LUT4/FF/DSP/BRAM from the "
-                 "synthesized core (`bench/results/core_fit.md`) plus the synthesized PE "
-                 "library (`bench/results/pe_cost.md`) per run-time multiplier variant; cycles "
+                 "synthesized core (`bench/results/core_fit.md`) plus, per run-time variant, the "
+                 "synthesized PE library (`bench/results/pe_cost.md`) or the synthesized "
+                 "decoded variant (`bench/results/explore_variants.json`); cycles "
                  "from `sw/cyclemodel.py` on the compiled programs; the energy proxy is the "
                  "toggles per MAC of the multiplier's gate-level netlist (Yosys 2-input gates), "
                  "counted by Verilator on real layer operand streams (`sim/energy.py`) — a "
