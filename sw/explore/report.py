@@ -117,8 +117,8 @@ def _heatmap(summary, out: Path) -> list[tuple[str, str]]:
     mults = sorted({m for _, h in chosen for lq in res[h]["config"]["layers"]
                     for e in _entries(lq) for m in ([e] if isinstance(e, str) else e)})
     mults.sort(key=lambda m: (m != "exact", m))
-    fig, axes = plt.subplots(len(chosen), 1, figsize=(12, 1.3 + 0.9 * len(chosen) *
-                                                     len(summary["layers"]) / 3),
+    nl = len(summary["layers"])
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(12, 1.0 + len(chosen) * (0.45 * nl + 1.0)),
                              squeeze=False)
     cmap = plt.get_cmap("tab10", max(len(mults), 2))
     for ax, (title, h) in zip(axes[:, 0], chosen):
@@ -133,7 +133,7 @@ def _heatmap(summary, out: Path) -> list[tuple[str, str]]:
                 grid[i, c] = mults.index(_major(m))
                 short = w.split(":")[0] + (w.split("bits=")[1].split(",")[0] if "bits=" in w
                                            else "4") + ("" if isinstance(m, str) else "/k")
-                ax.text(c, i, short, ha="center", va="center", fontsize=5)
+                ax.text(c, i, short, ha="center", va="center", fontsize=7)
         ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(mults) - 0.5, aspect="auto")
         ax.set_yticks(range(len(layers)), [lq["name"] for lq in layers])
         ax.set_xlabel("output channel (filter)")
