@@ -50,7 +50,7 @@ from ..core_config import CORE_PRESETS, MAX_VARIANTS
 from ..mult import multiplier
 
 __all__ = ["BOARDS", "MUX_BITS", "parse_variants", "CostModel", "EnergyTable", "parse_pe_cost",
-           "parse_core_fit", "repo_root", "Cycles"]
+           "parse_core_fit", "repo_root", "Cycles", "core_config_for"]
 
 #: Board name → (core_fit target, core preset).
 BOARDS = {
@@ -192,6 +192,18 @@ class CostModel:
         return r
 
 
+def core_config_for(core_cfg, variant_set):
+    """The board preset's :class:`~mixpe.sw.core_config.CoreConfig` with the config's array
+    variants: variant 0 (the base PE) = ``variant_set[0]``, ``ArrayConfig.variants`` = the
+    rest (``mixpe build --config`` takes its JSON)."""
+    base = variant_set[0].split()
+    pe = dataclasses.replace(core_cfg.array.pe, mult=base[0],
+                             a_format=base[1][2:] if len(base) > 1 else None,
+                             b_format=base[2][2:] if len(base) > 1 else None)
+    return dataclasses.replace(core_cfg, array=dataclasses.replace(
+        core_cfg.array, pe=pe, variants=tuple(variant_set[1:])))
+
+
 class Cycles:
     """Cycles of one image through the layers on the board's core (cached per layer plan)."""
 
@@ -211,13 +223,7 @@ class Cycles:
         if key in self._cache:
             return self._cache[key]
         L = self.layers[i]
-        cfg = self.core_cfg
-        base = mult_set[0].split()
-        pe = dataclasses.replace(cfg.array.pe, mult=base[0],
-                                 a_format=base[1][2:] if len(base) > 1 else None,
-                                 b_format=base[2][2:] if len(base) > 1 else None)
-        cfg = dataclasses.replace(cfg, array=dataclasses.replace(
-            cfg.array, pe=pe, variants=tuple(mult_set[1:])))
+        cfg = core_config_for(self.core_cfg, mult_set)
         vm = torch.tensor(vmap, dtype=torch.long) if len(mult_set) > 1 else None
         # vmap: a variant per filter, or per kernel ([OC][C/groups]) when any filter is mixed
         if L.kind == "conv":

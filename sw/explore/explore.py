@@ -7,7 +7,9 @@ Output directory layout (everything written through temp files + rename)::
                               with the methods that produced it, the Pareto front, each
                               method's best config, the goal check, timings
     DIR/configs/*.toml        the Pareto-optimal configs and each method's best, as quant TOML
-                              files of the model flow (``mixpe compare`` / ``mixpe build``)
+                              files of the model flow (``mixpe compare``)
+    DIR/configs/*.core.json   beside each: the board's core config with that config's array
+                              variants (``mixpe build --config``)
 
 The Pareto front is taken over the feasible results (loss ≤ budget, fits the board) on the
 objectives ``loss, lut4, cycles[, energy]``. The goal check (:func:`goal_check`) asks, for each
@@ -24,6 +26,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .costs import core_config_for
 from .pareto import best, dominates, feasible, hw_keys, pareto_front
 from .problem import ProblemSpec
 from .quanttoml import expressible, save_quant_toml
@@ -41,6 +44,16 @@ def write_json(path, obj) -> Path:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
         f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_text(path, text: str) -> Path:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
 
@@ -128,7 +141,7 @@ def explore(spec: ProblemSpec, out_dir, *, budget: float = 1.0, strategies=None,
     # configs
     cdir = out / "configs"
     cdir.mkdir(exist_ok=True)
-    for old in cdir.glob("*.toml"):
+    for old in [*cdir.glob("*.toml"), *cdir.glob("*.core.json")]:
         old.unlink()
     names: dict = {}
     for k, r in enumerate(sorted(front, key=lambda r: (r["loss"], r["lut4"]))):
@@ -154,6 +167,9 @@ def explore(spec: ProblemSpec, out_dir, *, budget: float = 1.0, strategies=None,
         if expressible(cfg):
             save_quant_toml(cfg, cdir / f"{name}.toml", name=name, description=desc)
             files[h] = f"configs/{name}.toml"
+            if r.get("fits", True):  # the array with this config's variants, for mixpe build
+                core = core_config_for(problem.costs.core_cfg, cfg.variant_set)
+                write_text(cdir / f"{name}.core.json", core.to_json() + "\n")
         else:  # not writable as a quant TOML: the explorer's explicit form
             save_config(cfg, cdir / f"{name}.explicit.toml", meta={"description": desc})
             files[h] = f"configs/{name}.explicit.toml"
