@@ -165,13 +165,16 @@ def _tool_versions() -> dict:
 
 
 def board_config(board: Board, config=None, clk_hz: int | None = None):
-    """The core config a board is built with: ``config`` or the board's preset, with
-    ``host.clk_hz`` replaced by ``clk_hz`` when given."""
+    """The core config a board is built with: ``config`` or the board's preset (with the
+    board's ``clk_hz`` when it has one), with ``host.clk_hz`` replaced by ``clk_hz`` when
+    given."""
     from mixpe.sw.core_config import CORE_PRESETS, CoreConfig
 
     cfg = config if config is not None else CORE_PRESETS[board.preset]
     if not isinstance(cfg, CoreConfig):
         raise ValueError(f"config must be a CoreConfig, not {type(cfg).__name__}")
+    if clk_hz is None and config is None:
+        clk_hz = board.clk_hz
     if clk_hz is not None:
         cfg = dataclasses.replace(cfg, host=dataclasses.replace(cfg.host, clk_hz=clk_hz))
     return cfg
@@ -280,8 +283,9 @@ def build_board(board: str = "ulx3s", *, config=None, clk_hz: int | None = None,
                 msg = (f"the design does not fit the {platform.device} of {b.name}: "
                        f"{', '.join(over) or '; '.join(errors[-2:])}")
             else:
+                last = (text.strip().splitlines() or ["no output"])[-1]
                 msg = (f"the {b.name} build failed (exit {proc.returncode}): "
-                       f"{'; '.join(errors[-3:]) or text.strip().splitlines()[-1:]}")
+                       f"{'; '.join(errors[-3:]) or last}")
             raise BoardBuildError(msg + f" (logs in {failed_dir})", report)
         missed = {k: v for k, v in fmax.items() if v["achieved_mhz"] < v["constraint_mhz"]}
         if missed:
