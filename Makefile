@@ -26,11 +26,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(JOBS) --dist loadgroup --ignore=sim/test_core.py
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(JOBS) --dist loadgroup
 
-# The accelerator core's cocotb suite (issue 4, in progress): one large Verilator model.
+# The accelerator core's cocotb suite alone (part of `test`; docs/core.md, "Simulation build").
 test-core: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q sim/test_core.py
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(JOBS) sim/test_core.py
 
 # Bitstreams of both boards with the YoWASP tools (they must fit and meet timing; minutes each),
 # then the board-flow tests that need a slow build (an ECP5 build that must miss timing).

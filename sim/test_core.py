@@ -184,10 +184,9 @@ CORE_OPT = "-O0"
 
 
 def core_sources() -> list[Path]:
-    """The ``mixpe`` source files that ``hw/core.py`` and ``hw/generate.py`` import, directly
-    or not, and themselves (a static scan
-    of every ``import`` statement, function bodies included; a package that imports its
-    members by name, like ``hw/mult``, counts with all of its files)."""
+    """``hw/core.py``, ``hw/generate.py`` and the ``mixpe`` source files they import, directly
+    or not (a static scan of every ``import`` statement, function bodies included; a package
+    that imports its members by name, like ``hw/mult``, counts with all of its files)."""
     import ast
 
     import mixpe.hw
@@ -754,6 +753,7 @@ def test_core_programs(name):
         if job.idle == 0 and job.stall == 0 and name not in NO_CYCLE_MODEL \
                 and not job.directed:
             got, pred = res["counters"]["cycles"], res["predicted"]
+            print(f"{job.name}: cycles counter {got}, cycle model {pred}")
             assert abs(pred - got) <= CYCLE_TOLERANCE * got, \
                 f"{job.name}: cycle model {pred}, cycles counter {got}"
 
