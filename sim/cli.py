@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "mixpe.sim.cmd_demo",
     "mixpe.sim.cmd_board",
     "mixpe.sim.cmd_explore",
+    "mixpe.sim.cmd_model",
 ]
 
 
