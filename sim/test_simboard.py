@@ -52,8 +52,10 @@ def test_echo_round_trip_at_line_rate():
     assert after["to_dut_bytes"] - before["to_dut_bytes"] == len(data)
     cpb = sb.build.manifest["simboard"]["clocks_per_bit"]
     cycles = after["cycles"] - before["cycles"]
-    # every byte costs 10 bit times on the line; the echo adds one frame plus polling slack
-    assert len(data) * 10 * cpb <= cycles <= (len(data) + 3) * 10 * cpb + 4 * 2048
+    # every byte costs 10 bit times on the line. No upper bound: while the host has not yet
+    # written the next socket chunk (a loaded machine) the line idles and cycles still pass;
+    # the efficiency is measured by bench/link.py, not asserted here
+    assert len(data) * 10 * cpb <= cycles
 
 
 def test_echo_blocks_when_idle():
