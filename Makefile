@@ -46,13 +46,12 @@ bench-board: setup
 	$(PY) -P bench/link.py
 
 # The main job: the digits CNN under a shipped mixed config (ANT int/flint 4-bit weights, one
-# ROUP layer) on the ULX3S mixed core, against the float model and the bit-exact reference.
-# The hardware here is the core's golden model behind the driver (model://); the Verilator
-# simulated board is sim://BOARD (see boards/README.md).
+# ROUP layer) on the simulated ULX3S board (the board top's RTL, UART included, in Verilator,
+# behind the unchanged driver), against the float model and the bit-exact reference.
 demo: setup
 	$(VENV)/bin/mixpe demo
 	$(VENV)/bin/mixpe compare --model digits-cnn --quant ant4-roup \
-	  --port model://ulx3s-8x8-mixed --images 100 -o build/demo
+	  --port sim://ulx3s --images 64 -o build/demo
 
 bench: setup
 	# -P: bench/array.py must not shadow the standard library module of that name
