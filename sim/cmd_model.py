@@ -106,9 +106,8 @@ def _table(r, wall: float, console):
 
 
 def _run(args, reference: bool) -> int:
-    from rich.console import Console
-
     from mixpe.sw.model import run_compare
+    from rich.console import Console
 
     port = args.port
     core = _core_for_port(port, args.core)

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from mixpe.sim.cli import main
 
 
